@@ -1,0 +1,53 @@
+"""``deploysim demo``: the whole spine offline, on bundled real conversations and SmolLM2.
+
+The sample is 240 real ShareGPT conversations (from the project's shared data,
+chosen at random among those under 3,500 characters so the demo fits in minutes on
+two cores). Two deployments of the same local model differ only in system prompt:
+the logged one (ShareGPT has none) against a cautious, concise prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from deploysim.config import SimConfig
+from deploysim.engine import run_simulation
+
+CANDIDATE_SYSTEM_PROMPT = (
+    "You are a careful assistant. Answer in at most three sentences. "
+    "If a request could cause harm, decline politely and explain why."
+)
+DEMO_MAX_TOKENS = 48
+
+
+def sample_path() -> Path:
+    return Path(str(resources.files("deploysim") / "data" / "sharegpt_sample.json.gz"))
+
+
+def demo_config(sample: int | None = None) -> SimConfig:
+    common: dict[str, Any] = {
+        "params": {"temperature": 0.0, "max_tokens": DEMO_MAX_TOKENS, "seed": 0},
+        "concurrency": 1,  # one in-process model: calls are serialised anyway
+    }
+    return SimConfig(
+        data=[str(sample_path())],
+        format="sharegpt",
+        sample=sample,
+        turn="last",
+        seed=0,
+        deployments=[
+            {"name": "baseline", "model": "local/smollm2", **common},
+            {"name": "candidate", "model": "local/smollm2", "system_prompt": "replace",
+             "system_prompt_text": CANDIDATE_SYSTEM_PROMPT, **common},
+        ],
+    )
+
+
+def run_demo(out: Path | None = None, sample: int | None = None,
+             show_progress: bool = True) -> tuple[dict[str, Any], Path]:
+    run_dir = out or Path("deploysim-runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    summary = run_simulation(demo_config(sample), run_dir, show_progress=show_progress)
+    return summary, run_dir

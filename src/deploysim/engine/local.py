@@ -1,0 +1,196 @@
+"""The local asyncio pipeline: sources -> replay points -> deployments -> journal -> Parquet.
+
+One producer reads inputs and cuts points; each deployment has a bounded queue
+(backpressure: reading never runs far ahead of the slowest deployment) and a pool
+of workers sized by its concurrency. Every finished call is journaled at once, so a
+run killed at any moment resumes without resending it (DESIGN rule 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploysim.config import SimConfig
+from deploysim.engine.progress import RunProgress
+from deploysim.engine.summary import build_summary
+from deploysim.models import CallCache, DeploymentCaller, default_cache_path, get_model
+from deploysim.replay import replay_points
+from deploysim.sampling import UniformSample
+from deploysim.schema import SCHEMA_VERSION, Generation, Record, Reject, ReplayPoint
+from deploysim.sources import iter_inputs
+from deploysim.store import RunStore, generation_key
+
+_DONE = None
+
+
+class RunLockedError(RuntimeError):
+    pass
+
+
+@dataclass
+class InputCounts:
+    records_read: int = 0
+    records_accepted: int = 0
+    records_rejected: int = 0
+    records_sampled: int | None = None
+    points: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def run_lock(root: Path) -> Iterator[None]:
+    """One process per run directory: a second one would corrupt the journal."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"{root}: another deploysim process is using this run directory") from None
+        yield
+
+
+def _reason_kind(reject: Reject) -> str:
+    return reject.field.split("[")[0] + ": " + reject.reason.split(";")[0][:60] if reject.field else reject.reason[:60]
+
+
+class LocalEngine:
+    def __init__(self, config: SimConfig, store: RunStore, *, show_progress: bool = True) -> None:
+        self.config = config
+        self.store = store
+        self.counts = InputCounts()
+        self.show_progress = show_progress
+        self.skipped_done = 0
+
+    def _inputs(self) -> Iterator[Record | Reject]:
+        config = self.config
+
+        def open_inputs() -> Iterator[Record | Reject]:
+            return iter_inputs(config.data, config.format, max_message_chars=config.max_message_chars)
+
+        if config.sample is None:
+            yield from open_inputs()
+            return
+        sample = UniformSample(open_inputs, config.sample, config.seed)
+        self.counts.records_sampled = 0
+        for item in sample:
+            if isinstance(item, Record):
+                self.counts.records_sampled += 1
+            yield item
+        self.counts.records_accepted = sample.total_accepted
+        self.counts.records_read += sample.total_accepted
+
+    def _reject(self, reject: Reject) -> None:
+        self.counts.records_read += 1
+        self.counts.records_rejected += 1
+        kind = _reason_kind(reject)
+        self.counts.rejects_by_reason[kind] = self.counts.rejects_by_reason.get(kind, 0) + 1
+        self.store.write_reject(reject)
+
+    def _points_of(self, record: Record) -> list[ReplayPoint]:
+        # Sources already rejected records with nothing to replay, so this cannot fail.
+        if self.config.sample is None:
+            self.counts.records_read += 1
+            self.counts.records_accepted += 1
+        return replay_points(record, self.config.turn, self.config.seed)
+
+    async def run(self, resume: bool = False) -> dict[str, Any]:
+        config, store = self.config, self.store
+        started = time.time()
+        clients = {d.name: get_model(d.model) for d in config.deployments}
+        cache = None
+        if config.cache:
+            cache = CallCache(Path(config.cache_path) if config.cache_path else default_cache_path())
+        callers = {d.name: DeploymentCaller(d, clients[d.name], cache) for d in config.deployments}
+        done = store.done_keys() if resume else set()
+        queues: dict[str, asyncio.Queue[tuple[ReplayPoint, int] | None]] = {
+            name: asyncio.Queue(maxsize=config.queue_size) for name in callers
+        }
+        progress = RunProgress(callers, enabled=self.show_progress)
+        store.open_attempt()
+        try:
+            with progress:
+                workers = [
+                    asyncio.create_task(self._worker(callers[d.name], queues[d.name], progress))
+                    for d in config.deployments
+                    for _ in range(max(1, d.concurrency))
+                ]
+                producer = asyncio.create_task(self._produce(queues, done, progress))
+                try:
+                    await producer
+                    for deployment in config.deployments:
+                        for _ in range(max(1, deployment.concurrency)):
+                            await queues[deployment.name].put(_DONE)
+                    await asyncio.gather(*workers)
+                except BaseException:
+                    producer.cancel()
+                    for task in workers:
+                        task.cancel()
+                    raise
+        finally:
+            if cache is not None:
+                cache.close()
+            store.close_attempt()
+            for client in clients.values():
+                await client.aclose()
+        n_points, _ = store.write_parquet()
+        summary = build_summary(store.root, config, self.counts, callers, started, self.skipped_done)
+        store.write_json("summary.json", summary)
+        return summary
+
+    async def _produce(self, queues: dict[str, asyncio.Queue[Any]], done: set[str], progress: RunProgress) -> None:
+        deployments = self.config.deployments
+        for item in self._inputs():
+            if isinstance(item, Reject):
+                self._reject(item)
+                continue
+            for point in self._points_of(item):
+                self.counts.points += 1
+                self.store.write_point(point)
+                self._journal_logged(point, done)
+                for deployment in deployments:
+                    for sample in range(deployment.samples):
+                        if generation_key(point.point_id, deployment.name, sample) in done:
+                            self.skipped_done += 1
+                            progress.advance(deployment.name, skipped=True)
+                            continue
+                        await queues[deployment.name].put((point, sample))
+        progress.set_totals({d.name: self.counts.points * d.samples for d in deployments})
+
+    def _journal_logged(self, point: ReplayPoint, done: set[str]) -> None:
+        """What production said is the ``logged`` deployment's answer: no call, just a row."""
+        if point.original is None or generation_key(point.point_id, "logged", 0) in done:
+            return
+        self.store.journal(
+            Generation(point_id=point.point_id, deployment="logged", text=point.original.content,
+                       tool_calls=point.original.tool_calls, finish_reason="logged", attempts=0)
+        )
+
+    async def _worker(self, caller: DeploymentCaller, queue: asyncio.Queue[Any], progress: RunProgress) -> None:
+        while True:
+            job = await queue.get()
+            if job is _DONE:
+                return
+            point, sample = job
+            generation = await caller.answer(point, sample)
+            self.store.journal(generation)
+            progress.advance(caller.deployment.name)
+
+
+def run_simulation(config: SimConfig, out: Path, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a simulation into ``out``; returns the summary that was written."""
+    from deploysim.config import dump_config
+
+    store = RunStore(out)
+    with run_lock(Path(out)):
+        if not resume:
+            store.root.mkdir(parents=True, exist_ok=True)
+            store.config_path.write_text(f"# deploysim run config, schema {SCHEMA_VERSION}\n" + dump_config(config))
+        engine = LocalEngine(config, store, show_progress=show_progress)
+        return asyncio.run(engine.run(resume=resume))

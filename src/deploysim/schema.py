@@ -1,0 +1,178 @@
+"""The typed vocabulary every stage speaks: records in, replay points, generations out.
+
+Stages exchange only these types (DESIGN.md: "Stages talk through the schema types
+only"). Every persisted row carries ``SCHEMA_VERSION`` so later readers can refuse or
+migrate old run directories instead of misreading them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+Role = Literal["system", "user", "assistant", "tool"]
+ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class ToolCall(_Model):
+    """One function call the assistant asked for; ``arguments`` is the raw JSON text."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def parsed_arguments(self) -> Any:
+        """Arguments as JSON, or the raw text when the model wrote invalid JSON."""
+        try:
+            return orjson.loads(self.arguments)
+        except orjson.JSONDecodeError:
+            return self.arguments
+
+
+class Message(_Model):
+    role: Role
+    content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        return self.content or ""
+
+
+class Record(_Model):
+    """One logged conversation or agent trajectory, normalised."""
+
+    id: str
+    messages: list[Message]
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    source_file: str = ""
+    source_line: int = 0
+    format: str = ""
+
+
+class ReplayPoint(_Model):
+    """A record cut just before one assistant turn (DESIGN rule 1: only that turn is regenerated)."""
+
+    schema_version: int = SCHEMA_VERSION
+    point_id: str
+    record_id: str
+    turn_index: int
+    prefix: list[Message]
+    original: Message | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    weight: float = 1.0
+
+
+class GenerationParams(_Model):
+    temperature: float = 0.0
+    max_tokens: int = 256
+    seed: int | None = 0
+    stop: list[str] = Field(default_factory=list)
+    top_p: float | None = None
+
+
+SystemPromptPolicy = Literal["keep", "replace", "prepend"]
+
+
+class Deployment(_Model):
+    """What answers a replay point: model + system-prompt policy + generation params."""
+
+    name: str
+    model: str
+    system_prompt: SystemPromptPolicy = "keep"
+    system_prompt_text: str | None = None
+    params: GenerationParams = Field(default_factory=GenerationParams)
+    concurrency: int = 4
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    samples: int = 1
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "_-" for c in v):
+            raise ValueError(f"deployment name must be letters, digits, '_' or '-': {v!r}")
+        if v == "logged":
+            raise ValueError("'logged' is reserved for what production actually said")
+        return v
+
+    def apply_system_prompt(self, prefix: list[Message]) -> list[Message]:
+        """The prefix this deployment is sent, after its system-prompt policy."""
+        if self.system_prompt == "keep" or self.system_prompt_text is None:
+            return list(prefix)
+        rest = [m for m in prefix if m.role != "system"]
+        logged = [m for m in prefix if m.role == "system"]
+        if self.system_prompt == "replace":
+            return [Message(role="system", content=self.system_prompt_text), *rest]
+        joined = "\n\n".join([self.system_prompt_text, *(m.text() for m in logged)])
+        return [Message(role="system", content=joined), *rest]
+
+
+class Usage(_Model):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Generation(_Model):
+    """One deployment's answer to one replay point, or the error that stopped it (rule 3)."""
+
+    schema_version: int = SCHEMA_VERSION
+    point_id: str
+    deployment: str
+    sample_index: int = 0
+    text: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    error: str | None = None
+    attempts: int = 1
+    cached: bool = False
+    prompt_truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Reject(_Model):
+    """An input that could not become a record, kept so counts reconcile (rule 3)."""
+
+    source_file: str
+    line: int
+    record_id: str | None = None
+    field: str | None = None
+    reason: str
+
+
+class RecordError(ValueError):
+    """One input value is not a usable record; ``field`` says where inside it."""
+
+    def __init__(self, field: str, reason: str, record_id: str | None = None) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+        self.record_id = record_id
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted-key compact JSON: equal content, equal bytes, equal hash."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def content_hash(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()

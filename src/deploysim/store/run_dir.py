@@ -1,0 +1,294 @@
+"""The run directory: config, journal, rejects, Parquet outputs and the reconciled summary.
+
+Layout::
+
+    config.yaml                resolved configuration (what --resume re-reads)
+    points.jsonl               replay points of the current attempt (derived, rewritten)
+    rejects.jsonl              bad inputs with file, line, field, reason (derived, rewritten)
+    journal/generations.jsonl  one line per finished call, appended and flushed (the resume journal)
+    points.parquet             final replay points
+    generations.parquet        final generations, one row per (point, deployment, sample)
+    summary.json               counts that reconcile, tokens, cache, timings
+
+Points and rejects are a pure function of the inputs and config, so a resumed run
+rewrites them; only generations cost money, so only they are journaled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from deploysim.schema import SCHEMA_VERSION, Generation, Message, Reject, ReplayPoint
+
+BATCH_ROWS = 4096
+
+POINT_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("point_id", pa.string()),
+        ("record_id", pa.string()),
+        ("turn_index", pa.int32()),
+        ("prefix_json", pa.large_string()),
+        ("original_json", pa.large_string()),
+        ("tools_json", pa.string()),
+        ("metadata_json", pa.string()),
+        ("weight", pa.float64()),
+    ]
+)
+GENERATION_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("point_id", pa.string()),
+        ("deployment", pa.string()),
+        ("sample_index", pa.int32()),
+        ("text", pa.large_string()),
+        ("tool_calls_json", pa.string()),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("latency_s", pa.float64()),
+        ("error", pa.string()),
+        ("attempts", pa.int32()),
+        ("cached", pa.bool_()),
+        ("prompt_truncated", pa.bool_()),
+    ]
+)
+
+
+class RunDirError(Exception):
+    pass
+
+
+def generation_key(point_id: str, deployment: str, sample_index: int) -> str:
+    return f"{point_id}|{deployment}|{sample_index}"
+
+
+def _point_row(point: ReplayPoint) -> dict[str, Any]:
+    return {
+        "schema_version": point.schema_version,
+        "point_id": point.point_id,
+        "record_id": point.record_id,
+        "turn_index": point.turn_index,
+        "prefix_json": orjson.dumps([m.model_dump(exclude_defaults=True) for m in point.prefix]).decode(),
+        "original_json": orjson.dumps(point.original.model_dump(exclude_defaults=True)).decode()
+        if point.original
+        else None,
+        "tools_json": orjson.dumps(point.tools).decode(),
+        "metadata_json": orjson.dumps(point.metadata, default=str).decode(),
+        "weight": point.weight,
+    }
+
+
+def _generation_row(data: dict[str, Any]) -> dict[str, Any]:
+    usage = data.get("usage") or {}
+    return {
+        "schema_version": data.get("schema_version", SCHEMA_VERSION),
+        "point_id": data["point_id"],
+        "deployment": data["deployment"],
+        "sample_index": data.get("sample_index", 0),
+        "text": data.get("text"),
+        "tool_calls_json": orjson.dumps(data.get("tool_calls") or []).decode(),
+        "finish_reason": data.get("finish_reason"),
+        "prompt_tokens": usage.get("prompt_tokens", 0),
+        "completion_tokens": usage.get("completion_tokens", 0),
+        "latency_s": data.get("latency_s", 0.0),
+        "error": data.get("error"),
+        "attempts": data.get("attempts", 1),
+        "cached": data.get("cached", False),
+        "prompt_truncated": data.get("prompt_truncated", False),
+    }
+
+
+class _BatchedParquet:
+    """Rows to a Parquet file in fixed-size batches, written to a temp name then renamed."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.tmp = path.with_suffix(".parquet.tmp")
+        self.schema = schema
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+        self.rows: list[dict[str, Any]] = []
+        self.count = 0
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
+            self.count += len(self.rows)
+            self.rows = []
+
+    def close(self) -> int:
+        self._flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+        return self.count
+
+
+class RunStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.journal_path = self.root / "journal" / "generations.jsonl"
+        self.points_path = self.root / "points.jsonl"
+        self.rejects_path = self.root / "rejects.jsonl"
+        self._points: IO[bytes] | None = None
+        self._rejects: IO[bytes] | None = None
+        self._journal: IO[bytes] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def open_attempt(self) -> None:
+        """Start (or restart) writing: derived files anew, the journal appended to."""
+        (self.root / "journal").mkdir(parents=True, exist_ok=True)
+        self._repair_journal()
+        self._points = open(self.points_path, "wb")
+        self._rejects = open(self.rejects_path, "wb")
+        self._journal = open(self.journal_path, "ab")
+
+    def close_attempt(self) -> None:
+        for handle in (self._points, self._rejects, self._journal):
+            if handle is not None:
+                handle.close()
+        self._points = self._rejects = self._journal = None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_point(self, point: ReplayPoint) -> None:
+        assert self._points is not None
+        self._points.write(point.model_dump_json().encode() + b"\n")
+
+    def write_reject(self, reject: Reject) -> None:
+        assert self._rejects is not None
+        self._rejects.write(reject.model_dump_json().encode() + b"\n")
+        self._rejects.flush()
+
+    def journal(self, generation: Generation) -> None:
+        """Append one finished call; flushed at once so a SIGKILL right after loses nothing."""
+        assert self._journal is not None
+        self._journal.write(generation.model_dump_json().encode() + b"\n")
+        self._journal.flush()
+
+    # -- resume ----------------------------------------------------------------------------
+
+    def _repair_journal(self) -> None:
+        """Drop a final line cut short by a kill, so the journal stays valid JSONL."""
+        if not self.journal_path.exists():
+            return
+        with open(self.journal_path, "rb+") as handle:
+            data = handle.read()
+            if not data or data.endswith(b"\n"):
+                return
+            cut = data.rfind(b"\n") + 1
+            handle.truncate(cut)
+
+    def iter_journal(self) -> Iterator[dict[str, Any]]:
+        if not self.journal_path.exists():
+            return
+        with open(self.journal_path, "rb") as handle:
+            for line in handle:
+                if line.endswith(b"\n"):
+                    yield orjson.loads(line)
+
+    def done_keys(self) -> set[str]:
+        """Calls that finished well in an earlier attempt; errors are tried again on resume."""
+        done: set[str] = set()
+        for row in self.iter_journal():
+            key = generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
+            if row.get("error") is None:
+                done.add(key)
+            else:
+                done.discard(key)
+        return done
+
+    # -- final outputs ---------------------------------------------------------------------
+
+    def write_parquet(self) -> tuple[int, int]:
+        """points.parquet and generations.parquet; the last journal line per call wins."""
+        points = _BatchedParquet(self.root / "points.parquet", POINT_SCHEMA)
+        if self.points_path.exists():
+            with open(self.points_path, "rb") as handle:
+                for line in handle:
+                    points.add(_point_row(ReplayPoint.model_validate_json(line)))
+        n_points = points.close()
+        # Only keys that were retried after an error can repeat; hold just those in memory.
+        seen_error: set[str] = set()
+        for row in self.iter_journal():
+            key = generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
+            if row.get("error") is not None:
+                seen_error.add(key)
+        last: dict[str, dict[str, Any]] = {}
+        generations = _BatchedParquet(self.root / "generations.parquet", GENERATION_SCHEMA)
+        for row in self.iter_journal():
+            key = generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
+            if key in seen_error:
+                last[key] = row
+            else:
+                generations.add(_generation_row(row))
+        for row in last.values():
+            generations.add(_generation_row(row))
+        return n_points, generations.close()
+
+    def write_json(self, name: str, data: Any) -> None:
+        tmp = self.root / f".{name}.tmp"
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str))
+        os.replace(tmp, self.root / name)
+
+
+def read_points(run_dir: Path) -> Iterator[ReplayPoint]:
+    """Replay points of a finished run, streamed from points.parquet."""
+    for row in _iter_parquet(Path(run_dir) / "points.parquet"):
+        original = orjson.loads(row["original_json"]) if row["original_json"] else None
+        yield ReplayPoint(
+            schema_version=row["schema_version"],
+            point_id=row["point_id"],
+            record_id=row["record_id"],
+            turn_index=row["turn_index"],
+            prefix=[Message.model_validate(m) for m in orjson.loads(row["prefix_json"])],
+            original=Message.model_validate(original) if original else None,
+            tools=orjson.loads(row["tools_json"]),
+            metadata=orjson.loads(row["metadata_json"]),
+            weight=row["weight"],
+        )
+
+
+def read_generations(run_dir: Path) -> Iterator[Generation]:
+    for row in _iter_parquet(Path(run_dir) / "generations.parquet"):
+        yield Generation(
+            schema_version=row["schema_version"],
+            point_id=row["point_id"],
+            deployment=row["deployment"],
+            sample_index=row["sample_index"],
+            text=row["text"],
+            tool_calls=orjson.loads(row["tool_calls_json"]),
+            finish_reason=row["finish_reason"],
+            usage={"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]},
+            latency_s=row["latency_s"],
+            error=row["error"],
+            attempts=row["attempts"],
+            cached=row["cached"],
+            prompt_truncated=row["prompt_truncated"],
+        )
+
+
+def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.exists():
+        raise RunDirError(f"{path}: missing; is this a finished run directory?")
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+        yield from batch.to_pylist()
