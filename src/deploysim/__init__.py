@@ -19,9 +19,10 @@ from deploysim.schema import (
     ReplayPoint,
     ToolCall,
     Usage,
+    Verdict,
 )
 from deploysim.sources import detect_format, iter_inputs, iter_records
-from deploysim.store import read_generations, read_points
+from deploysim.store import read_generations, read_points, read_verdicts, write_verdicts
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -36,6 +37,7 @@ __all__ = [
     "SimConfig",
     "ToolCall",
     "Usage",
+    "Verdict",
     "detect_format",
     "get_model",
     "iter_inputs",
@@ -44,6 +46,8 @@ __all__ = [
     "model_provider",
     "read_generations",
     "read_points",
+    "read_verdicts",
     "replay_points",
     "run_simulation",
+    "write_verdicts",
 ]

@@ -234,5 +234,35 @@ def models_cmd() -> None:
         click.echo(f"{prefix + '/':20} {help_text}")
 
 
+#: Rooms that add their own subcommands: each module exposes ``commands: list[click.Command]``.
+COMMAND_MODULES = (
+    "deploysim.privacy.cli",
+    "deploysim.graders.cli",
+    "deploysim.stats.cli",
+    "deploysim.report.cli",
+    "deploysim.awareness.cli",
+    "deploysim.agents.cli",
+)
+
+
+def _register_room_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        for command in getattr(module, "commands", []):
+            main.add_command(command)
+
+
+_register_room_commands()
+
 if __name__ == "__main__":
     main()

@@ -149,6 +149,26 @@ class Generation(_Model):
         return self.error is None
 
 
+class Verdict(_Model):
+    """One grader's decision on one reply: did ``behaviour`` occur?
+
+    ``flagged`` is None when the grader could not decide (``error`` says why); such
+    rows are kept and counted, never read as "not flagged".
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    point_id: str
+    deployment: str
+    sample_index: int = 0
+    behaviour: str
+    grader: str
+    grader_version: str = "1"
+    flagged: bool | None = None
+    score: float | None = None
+    rationale: str = ""
+    error: str | None = None
+
+
 class Reject(_Model):
     """An input that could not become a record, kept so counts reconcile (rule 3)."""
 

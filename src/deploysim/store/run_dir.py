@@ -17,7 +17,7 @@ rewrites them; only generations cost money, so only they are journaled.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from deploysim.schema import SCHEMA_VERSION, Generation, Message, Reject, ReplayPoint
+from deploysim.schema import SCHEMA_VERSION, Generation, Message, Reject, ReplayPoint, Verdict
 
 BATCH_ROWS = 4096
 
@@ -58,6 +58,21 @@ GENERATION_SCHEMA = pa.schema(
         ("attempts", pa.int32()),
         ("cached", pa.bool_()),
         ("prompt_truncated", pa.bool_()),
+    ]
+)
+VERDICT_SCHEMA = pa.schema(
+    [
+        ("schema_version", pa.int32()),
+        ("point_id", pa.string()),
+        ("deployment", pa.string()),
+        ("sample_index", pa.int32()),
+        ("behaviour", pa.string()),
+        ("grader", pa.string()),
+        ("grader_version", pa.string()),
+        ("flagged", pa.bool_()),
+        ("score", pa.float64()),
+        ("rationale", pa.large_string()),
+        ("error", pa.string()),
     ]
 )
 
@@ -285,6 +300,19 @@ def read_generations(run_dir: Path) -> Iterator[Generation]:
             cached=row["cached"],
             prompt_truncated=row["prompt_truncated"],
         )
+
+
+def write_verdicts(run_dir: Path, verdicts: Iterable[Verdict], name: str = "verdicts.parquet") -> int:
+    """Verdicts to ``verdicts.parquet`` in batches (atomic rename); returns the row count."""
+    writer = _BatchedParquet(Path(run_dir) / name, VERDICT_SCHEMA)
+    for verdict in verdicts:
+        writer.add(verdict.model_dump())
+    return writer.close()
+
+
+def read_verdicts(run_dir: Path, name: str = "verdicts.parquet") -> Iterator[Verdict]:
+    for row in _iter_parquet(Path(run_dir) / name):
+        yield Verdict.model_validate(row)
 
 
 def _iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
