@@ -30,6 +30,12 @@ class SimConfig(BaseModel):
     cache_path: str | None = None
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS
     queue_size: int = 256
+    #: De-identification before anything leaves the process (DESIGN rule 2); see deploysim.privacy.
+    privacy: dict[str, Any] = Field(default_factory=lambda: {"mode": "off"})
+    #: Grader names to run on every deployment's replies (``logged`` included); None = none.
+    graders: list[str] | None = None
+    #: Model id for LLM-judge graders.
+    judge: str | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> SimConfig:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +60,23 @@ def _reason_kind(reject: Reject) -> str:
     return reject.field.split("[")[0] + ": " + reject.reason.split(";")[0][:60] if reject.field else reject.reason[:60]
 
 
+def _deidentifier(config: SimConfig) -> Callable[[Record], Record] | None:
+    """The privacy room's de-identifier for this config, or None when privacy is off."""
+    if config.privacy.get("mode", "off") == "off":
+        return None
+    from deploysim.privacy import build_deidentifier
+
+    return build_deidentifier(config.privacy)
+
+
+def _grade(config: SimConfig, root: Path, show_progress: bool) -> dict[str, Any] | None:
+    if not config.graders:
+        return None
+    from deploysim.graders import grade_run
+
+    return grade_run(root, config.graders, judge=config.judge, show_progress=show_progress)
+
+
 class LocalEngine:
     def __init__(self, config: SimConfig, store: RunStore, *, show_progress: bool = True) -> None:
         self.config = config
@@ -73,6 +90,14 @@ class LocalEngine:
 
         def open_inputs() -> Iterator[Record | Reject]:
             return iter_inputs(config.data, config.format, max_message_chars=config.max_message_chars)
+
+        deidentify = _deidentifier(config)
+        if deidentify is not None:
+            plain = open_inputs
+
+            def open_inputs() -> Iterator[Record | Reject]:
+                for item in plain():
+                    yield deidentify(item) if isinstance(item, Record) else item
 
         if config.sample is None:
             yield from open_inputs()
@@ -193,4 +218,9 @@ def run_simulation(config: SimConfig, out: Path, *, resume: bool = False, show_p
             store.root.mkdir(parents=True, exist_ok=True)
             store.config_path.write_text(f"# deploysim run config, schema {SCHEMA_VERSION}\n" + dump_config(config))
         engine = LocalEngine(config, store, show_progress=show_progress)
-        return asyncio.run(engine.run(resume=resume))
+        summary = asyncio.run(engine.run(resume=resume))
+        grading = _grade(config, store.root, show_progress)
+        if grading is not None:
+            summary["behaviours"] = grading
+            store.write_json("summary.json", summary)
+        return summary
