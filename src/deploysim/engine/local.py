@@ -24,7 +24,7 @@ from deploysim.models import CallCache, DeploymentCaller, default_cache_path, ge
 from deploysim.replay import replay_points
 from deploysim.sampling import UniformSample
 from deploysim.schema import SCHEMA_VERSION, Generation, Record, Reject, ReplayPoint
-from deploysim.sources import iter_inputs
+from deploysim.sources import SkippedInputs, iter_inputs
 from deploysim.store import RunStore, generation_key
 
 _DONE = None
@@ -84,12 +84,15 @@ class LocalEngine:
         self.counts = InputCounts()
         self.show_progress = show_progress
         self.skipped_done = 0
+        self.skipped = SkippedInputs()
 
     def _inputs(self) -> Iterator[Record | Reject]:
         config = self.config
 
         def open_inputs() -> Iterator[Record | Reject]:
-            return iter_inputs(config.data, config.format, max_message_chars=config.max_message_chars)
+            self.skipped = SkippedInputs()  # the sampler reads twice: count the last pass only
+            return iter_inputs(config.data, config.format, max_message_chars=config.max_message_chars,
+                               skipped=self.skipped)
 
         deidentify = _deidentifier(config)
         if deidentify is not None:
@@ -166,6 +169,7 @@ class LocalEngine:
                 await client.aclose()
         n_points, _ = store.write_parquet()
         summary = build_summary(store.root, config, self.counts, callers, started, self.skipped_done)
+        summary["inputs_skipped"] = self.skipped.by_reason
         store.write_json("summary.json", summary)
         return summary
 

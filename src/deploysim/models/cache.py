@@ -45,29 +45,42 @@ def call_key(identity: dict[str, Any], messages: list[Message], params: Generati
 
 
 class CallCache:
+    """Reads hit the database or the not-yet-flushed batch; writes go out in short transactions.
+
+    The write lock is held only while a batch is flushed, so several runs (or a run and
+    a grader) can share one cache file. A cache failure never fails a run: the cache
+    is an optimisation, the journal is the guarantee.
+    """
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, output BLOB NOT NULL, created REAL NOT NULL)"
         )
-        self._pending = 0
-        self._last_commit = time.monotonic()
-        self._db.execute("BEGIN")
+        self._pending: dict[str, bytes] = {}
+        self._last_flush = time.monotonic()
         self.hits = 0
         self.misses = 0
+        self.failures = 0
 
     def get(self, key: str) -> ModelOutput | None:
-        row = self._db.execute("SELECT output FROM calls WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        blob = self._pending.get(key)
+        if blob is None:
+            try:
+                row = self._db.execute("SELECT output FROM calls WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error:
+                self.failures += 1
+                row = None
+            blob = row[0] if row else None
+        if blob is None:
             self.misses += 1
             return None
         self.hits += 1
-        data = orjson.loads(row[0])
+        data = orjson.loads(blob)
         return ModelOutput(
             text=data["text"],
             tool_calls=[ToolCall(**c) for c in data["tool_calls"]],
@@ -77,7 +90,7 @@ class CallCache:
         )
 
     def put(self, key: str, output: ModelOutput) -> None:
-        blob = orjson.dumps(
+        self._pending[key] = orjson.dumps(
             {
                 "text": output.text,
                 "tool_calls": [c.model_dump() for c in output.tool_calls],
@@ -86,17 +99,23 @@ class CallCache:
                 "prompt_truncated": output.prompt_truncated,
             }
         )
-        self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)", (key, blob, time.time()))
-        self._pending += 1
-        if self._pending >= COMMIT_EVERY or time.monotonic() - self._last_commit > COMMIT_SECONDS:
-            self.commit()
+        if len(self._pending) >= COMMIT_EVERY or time.monotonic() - self._last_flush > COMMIT_SECONDS:
+            self.flush()
 
-    def commit(self) -> None:
-        self._db.execute("COMMIT")
-        self._db.execute("BEGIN")
-        self._pending = 0
-        self._last_commit = time.monotonic()
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        now = time.time()
+        try:
+            with self._db:  # one short transaction
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)",
+                                     [(k, v, now) for k, v in self._pending.items()])
+        except sqlite3.Error:
+            self.failures += 1
+        self._pending.clear()
+        self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        self._db.execute("COMMIT")
+        self.flush()
         self._db.close()

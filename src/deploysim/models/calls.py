@@ -49,7 +49,7 @@ class DeploymentCaller:
         rpm, tpm = deployment.requests_per_minute, deployment.tokens_per_minute
         self.request_limiter = AsyncLimiter(rpm, 60) if rpm else None
         self.token_limiter = AsyncLimiter(tpm, 60) if tpm else None
-        self._backoff = wait_exponential_jitter(initial=backoff_initial_s, max=backoff_max_s)
+        self._backoff = wait_exponential_jitter(multiplier=backoff_initial_s, max=backoff_max_s)
         self._identity = client.cache_identity()
 
     def _wait(self, state: RetryCallState) -> float:
@@ -82,7 +82,7 @@ class DeploymentCaller:
                     attempts += 1
                     if attempts > 1:
                         self.stats.retries += 1
-                    output = await self._call_once(messages, point)
+                    output, latency = await self._call_once(messages, point)
         except ModelCallError as exc:
             return self._error(base, str(exc), type(exc).__name__ if exc.status is None else f"http_{exc.status}",
                                started, attempts)
@@ -90,9 +90,10 @@ class DeploymentCaller:
             return self._error(base, f"{type(exc).__name__} in model client", type(exc).__name__, started, attempts)
         if self.cache is not None:
             self.cache.put(key, output)
-        return self._generation(base, output, latency=time.perf_counter() - started, attempts=attempts, cached=False)
+        return self._generation(base, output, latency=latency, attempts=attempts, cached=False)
 
-    async def _call_once(self, messages: list, point: ReplayPoint) -> ModelOutput:
+    async def _call_once(self, messages: list, point: ReplayPoint) -> tuple[ModelOutput, float]:
+        """One attempt; the latency is the provider's alone, not time queued behind limits."""
         deployment = self.deployment
         if self.request_limiter is not None:
             await self.request_limiter.acquire()
@@ -101,10 +102,12 @@ class DeploymentCaller:
             await self.token_limiter.acquire(min(estimate, self.token_limiter.max_rate))
         async with self.semaphore:
             self.stats.calls += 1
+            started = time.perf_counter()
             try:
-                return await asyncio.wait_for(
+                output = await asyncio.wait_for(
                     self.client.generate(messages, deployment.params, point.tools), timeout=deployment.timeout_s
                 )
+                return output, time.perf_counter() - started
             except TimeoutError:
                 raise ModelCallError(f"timed out after {deployment.timeout_s:g}s", retryable=True) from None
 

@@ -8,6 +8,7 @@ account for every input (DESIGN rule 3).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ DEFAULT_MAX_MESSAGE_CHARS = 1_000_000
 __all__ = [
     "FORMATS",
     "RecordError",
+    "SkippedInputs",
     "SourceError",
     "check_paths",
     "detect_format",
@@ -86,10 +88,21 @@ def validate_record(record: Record, max_message_chars: int) -> None:
             )
 
 
+@dataclass
+class SkippedInputs:
+    """Values that are not records at all (an OTel span of an HTTP call), counted, not rejected."""
+
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str) -> None:
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+
+
 def iter_inputs(
     paths: Iterable[str | Path],
     format: str = "auto",
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+    skipped: SkippedInputs | None = None,
 ) -> Iterator[Record | Reject]:
     """Every record (or reject) of every file, in order, in constant memory."""
     if format not in FORMATS:
@@ -101,10 +114,11 @@ def iter_inputs(
             if isinstance(raw, RawError):
                 yield Reject(source_file=str(path), line=raw.location, reason=raw.reason)
                 continue
-            yield from _parse_one(parser, raw, path, max_message_chars)
+            yield from _parse_one(parser, raw, path, max_message_chars, skipped)
 
 
-def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int) -> Iterator[Record | Reject]:
+def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int,
+               skipped: SkippedInputs | None) -> Iterator[Record | Reject]:
     ctx = SourceContext(str(path), raw.location, f"{path.name}:{raw.location}")
     try:
         records = list(parser.parse(raw.value, ctx))
@@ -117,6 +131,8 @@ def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int) 
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # pydantic and shape errors
         yield Reject(source_file=str(path), line=raw.location, reason=f"not a valid {parser.name} record: {exc}")
         return
+    if not records and skipped is not None:
+        skipped.add(f"{parser.name} value with no conversation in it (e.g. a non-LLM span)")
     yield from records
 
 

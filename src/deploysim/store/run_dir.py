@@ -23,9 +23,10 @@ from typing import IO, Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from deploysim.schema import SCHEMA_VERSION, Generation, Message, Reject, ReplayPoint, Verdict
+from deploysim.schema import Generation, Message, Reject, ReplayPoint, Verdict
 
 BATCH_ROWS = 4096
 
@@ -85,13 +86,18 @@ def generation_key(point_id: str, deployment: str, sample_index: int) -> str:
     return f"{point_id}|{deployment}|{sample_index}"
 
 
-def _point_row(point: ReplayPoint) -> dict[str, Any]:
+def _messages_json(messages: list[Message]) -> str:
+    return orjson.dumps([m.model_dump(exclude_defaults=True) for m in messages]).decode()
+
+
+def point_row(point: ReplayPoint) -> dict[str, Any]:
+    """A replay point as one row of POINT_SCHEMA (also the line format of points.jsonl)."""
     return {
         "schema_version": point.schema_version,
         "point_id": point.point_id,
         "record_id": point.record_id,
         "turn_index": point.turn_index,
-        "prefix_json": orjson.dumps([m.model_dump(exclude_defaults=True) for m in point.prefix]).decode(),
+        "prefix_json": _messages_json(point.prefix),
         "original_json": orjson.dumps(point.original.model_dump(exclude_defaults=True)).decode()
         if point.original
         else None,
@@ -101,50 +107,56 @@ def _point_row(point: ReplayPoint) -> dict[str, Any]:
     }
 
 
-def _generation_row(data: dict[str, Any]) -> dict[str, Any]:
-    usage = data.get("usage") or {}
+def generation_row(generation: Generation) -> dict[str, Any]:
+    """A generation as one row of GENERATION_SCHEMA (also the journal's line format)."""
     return {
-        "schema_version": data.get("schema_version", SCHEMA_VERSION),
-        "point_id": data["point_id"],
-        "deployment": data["deployment"],
-        "sample_index": data.get("sample_index", 0),
-        "text": data.get("text"),
-        "tool_calls_json": orjson.dumps(data.get("tool_calls") or []).decode(),
-        "finish_reason": data.get("finish_reason"),
-        "prompt_tokens": usage.get("prompt_tokens", 0),
-        "completion_tokens": usage.get("completion_tokens", 0),
-        "latency_s": data.get("latency_s", 0.0),
-        "error": data.get("error"),
-        "attempts": data.get("attempts", 1),
-        "cached": data.get("cached", False),
-        "prompt_truncated": data.get("prompt_truncated", False),
+        "schema_version": generation.schema_version,
+        "point_id": generation.point_id,
+        "deployment": generation.deployment,
+        "sample_index": generation.sample_index,
+        "text": generation.text,
+        "tool_calls_json": orjson.dumps([c.model_dump() for c in generation.tool_calls]).decode(),
+        "finish_reason": generation.finish_reason,
+        "prompt_tokens": generation.usage.prompt_tokens,
+        "completion_tokens": generation.usage.completion_tokens,
+        "latency_s": generation.latency_s,
+        "error": generation.error,
+        "attempts": generation.attempts,
+        "cached": generation.cached,
+        "prompt_truncated": generation.prompt_truncated,
     }
 
 
-class _BatchedParquet:
-    """Rows to a Parquet file in fixed-size batches, written to a temp name then renamed."""
+def _jsonl_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """JSONL whose lines are rows of ``schema``, parsed by Arrow in C++, block by block."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    reader = pa_json.open_json(
+        path,
+        read_options=pa_json.ReadOptions(block_size=1 << 22),
+        parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+    )
+    for batch in reader:
+        yield batch.select(schema.names)
+
+
+class _ParquetOut:
+    """Batches to a Parquet file under a temp name, renamed into place when complete."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
         self.tmp = path.with_suffix(".parquet.tmp")
         self.schema = schema
         self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
-        self.rows: list[dict[str, Any]] = []
         self.count = 0
 
-    def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= BATCH_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self.rows:
-            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
-            self.count += len(self.rows)
-            self.rows = []
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows:
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            self.writer.write_table(table.cast(self.schema))
+            self.count += batch.num_rows
 
     def close(self) -> int:
-        self._flush()
         self.writer.close()
         os.replace(self.tmp, self.path)
         return self.count
@@ -187,7 +199,7 @@ class RunStore:
 
     def write_point(self, point: ReplayPoint) -> None:
         assert self._points is not None
-        self._points.write(point.model_dump_json().encode() + b"\n")
+        self._points.write(orjson.dumps(point_row(point)) + b"\n")
 
     def write_reject(self, reject: Reject) -> None:
         assert self._rejects is not None
@@ -197,7 +209,7 @@ class RunStore:
     def journal(self, generation: Generation) -> None:
         """Append one finished call; flushed at once so a SIGKILL right after loses nothing."""
         assert self._journal is not None
-        self._journal.write(generation.model_dump_json().encode() + b"\n")
+        self._journal.write(orjson.dumps(generation_row(generation)) + b"\n")
         self._journal.flush()
 
     # -- resume ----------------------------------------------------------------------------
@@ -236,29 +248,41 @@ class RunStore:
 
     def write_parquet(self) -> tuple[int, int]:
         """points.parquet and generations.parquet; the last journal line per call wins."""
-        points = _BatchedParquet(self.root / "points.parquet", POINT_SCHEMA)
-        if self.points_path.exists():
-            with open(self.points_path, "rb") as handle:
-                for line in handle:
-                    points.add(_point_row(ReplayPoint.model_validate_json(line)))
+        points = _ParquetOut(self.root / "points.parquet", POINT_SCHEMA)
+        for batch in _jsonl_batches(self.points_path, POINT_SCHEMA):
+            points.write(batch)
         n_points = points.close()
-        # Only keys that were retried after an error can repeat; hold just those in memory.
-        seen_error: set[str] = set()
-        for row in self.iter_journal():
-            key = generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
-            if row.get("error") is not None:
-                seen_error.add(key)
+        # Only calls that errored can appear twice (retried on resume): set just those aside.
+        errored = {
+            generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
+            for row in self.iter_journal()
+            if row.get("error") is not None
+        } if self._journal_has_errors() else set()
+        generations = _ParquetOut(self.root / "generations.parquet", GENERATION_SCHEMA)
         last: dict[str, dict[str, Any]] = {}
-        generations = _BatchedParquet(self.root / "generations.parquet", GENERATION_SCHEMA)
-        for row in self.iter_journal():
-            key = generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
-            if key in seen_error:
-                last[key] = row
-            else:
-                generations.add(_generation_row(row))
-        for row in last.values():
-            generations.add(_generation_row(row))
+        for batch in _jsonl_batches(self.journal_path, GENERATION_SCHEMA):
+            if not errored:
+                generations.write(batch)
+                continue
+            rows = batch.to_pylist()
+            keep = []
+            for row in rows:
+                key = generation_key(row["point_id"], row["deployment"], row["sample_index"])
+                if key in errored:
+                    last[key] = row
+                else:
+                    keep.append(row)
+            generations.write(pa.Table.from_pylist(keep, schema=GENERATION_SCHEMA))
+        generations.write(pa.Table.from_pylist(list(last.values()), schema=GENERATION_SCHEMA))
         return n_points, generations.close()
+
+    def _journal_has_errors(self) -> bool:
+        if not self.journal_path.exists():
+            return False
+        for batch in _jsonl_batches(self.journal_path, GENERATION_SCHEMA):
+            if batch.column("error").null_count < batch.num_rows:
+                return True
+        return False
 
     def write_json(self, name: str, data: Any) -> None:
         tmp = self.root / f".{name}.tmp"
@@ -304,10 +328,15 @@ def read_generations(run_dir: Path) -> Iterator[Generation]:
 
 def write_verdicts(run_dir: Path, verdicts: Iterable[Verdict], name: str = "verdicts.parquet") -> int:
     """Verdicts to ``verdicts.parquet`` in batches (atomic rename); returns the row count."""
-    writer = _BatchedParquet(Path(run_dir) / name, VERDICT_SCHEMA)
+    out = _ParquetOut(Path(run_dir) / name, VERDICT_SCHEMA)
+    rows: list[dict[str, Any]] = []
     for verdict in verdicts:
-        writer.add(verdict.model_dump())
-    return writer.close()
+        rows.append(verdict.model_dump())
+        if len(rows) >= BATCH_ROWS:
+            out.write(pa.Table.from_pylist(rows, schema=VERDICT_SCHEMA))
+            rows = []
+    out.write(pa.Table.from_pylist(rows, schema=VERDICT_SCHEMA))
+    return out.close()
 
 
 def read_verdicts(run_dir: Path, name: str = "verdicts.parquet") -> Iterator[Verdict]:
