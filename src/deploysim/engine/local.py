@@ -185,7 +185,7 @@ class LocalEngine:
                 self._journal_logged(point, done)
                 for deployment in deployments:
                     for sample in range(deployment.samples):
-                        if generation_key(point.point_id, deployment.name, sample) in done:
+                        if done and generation_key(point.point_id, deployment.name, sample) in done:
                             self.skipped_done += 1
                             progress.advance(deployment.name, skipped=True)
                             continue
@@ -194,11 +194,11 @@ class LocalEngine:
 
     def _journal_logged(self, point: ReplayPoint, done: set[str]) -> None:
         """What production said is the ``logged`` deployment's answer: no call, just a row."""
-        if point.original is None or generation_key(point.point_id, "logged", 0) in done:
+        if point.original is None or (done and generation_key(point.point_id, "logged", 0) in done):
             return
         self.store.journal(
-            Generation(point_id=point.point_id, deployment="logged", text=point.original.content,
-                       tool_calls=point.original.tool_calls, finish_reason="logged", attempts=0)
+            Generation.model_construct(point_id=point.point_id, deployment="logged", text=point.original.content,
+                                       tool_calls=point.original.tool_calls, finish_reason="logged", attempts=0)
         )
 
     async def _worker(self, caller: DeploymentCaller, queue: asyncio.Queue[Any], progress: RunProgress) -> None:

@@ -8,6 +8,7 @@ error Generation (DESIGN rule 3); its message names the failure, never the paylo
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -61,28 +62,35 @@ class DeploymentCaller:
     async def answer(self, point: ReplayPoint, sample_index: int = 0) -> Generation:
         deployment = self.deployment
         messages = deployment.apply_system_prompt(point.prefix)
-        key = call_key(self._identity, messages, deployment.params, point.tools, sample_index)
         base = {"point_id": point.point_id, "deployment": deployment.name, "sample_index": sample_index}
+        key = ""
         if self.cache is not None:
+            key = call_key(self._identity, messages, deployment.params, point.tools, sample_index)
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
                 return self._generation(base, hit, latency=0.0, attempts=0, cached=True)
             self.stats.cache_misses += 1
-        attempts = 0
         started = time.perf_counter()
+        attempts = 1
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(deployment.max_retries + 1),
-                wait=self._wait,
-                retry=retry_if_exception(_is_retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    attempts += 1
-                    if attempts > 1:
+            try:
+                output, latency = await self._call_once(messages, point)
+            except ModelCallError as first:
+                # Most calls succeed first time: only failures pay for tenacity's machinery.
+                if not first.retryable or deployment.max_retries == 0:
+                    raise
+                await asyncio.sleep(self._first_wait(first))
+                async for attempt in AsyncRetrying(
+                    stop=stop_after_attempt(deployment.max_retries),
+                    wait=self._wait,
+                    retry=retry_if_exception(_is_retryable),
+                    reraise=True,
+                ):
+                    with attempt:
+                        attempts += 1
                         self.stats.retries += 1
-                    output, latency = await self._call_once(messages, point)
+                        output, latency = await self._call_once(messages, point)
         except ModelCallError as exc:
             return self._error(base, str(exc), type(exc).__name__ if exc.status is None else f"http_{exc.status}",
                                started, attempts)
@@ -91,6 +99,11 @@ class DeploymentCaller:
         if self.cache is not None:
             self.cache.put(key, output)
         return self._generation(base, output, latency=latency, attempts=attempts, cached=False)
+
+    def _first_wait(self, exc: ModelCallError) -> float:
+        if exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), MAX_RETRY_AFTER_S)
+        return min(self._backoff.multiplier + random.uniform(0, self._backoff.jitter), self._backoff.max)
 
     async def _call_once(self, messages: list, point: ReplayPoint) -> tuple[ModelOutput, float]:
         """One attempt; the latency is the provider's alone, not time queued behind limits."""
@@ -104,9 +117,8 @@ class DeploymentCaller:
             self.stats.calls += 1
             started = time.perf_counter()
             try:
-                output = await asyncio.wait_for(
-                    self.client.generate(messages, deployment.params, point.tools), timeout=deployment.timeout_s
-                )
+                async with asyncio.timeout(deployment.timeout_s):
+                    output = await self.client.generate(messages, deployment.params, point.tools)
                 return output, time.perf_counter() - started
             except TimeoutError:
                 raise ModelCallError(f"timed out after {deployment.timeout_s:g}s", retryable=True) from None
@@ -115,7 +127,8 @@ class DeploymentCaller:
         self.stats.ok += 1
         self.stats.prompt_tokens += output.usage.prompt_tokens
         self.stats.completion_tokens += output.usage.completion_tokens
-        return Generation(
+        # Every field below is already typed: skip re-validation on this hot path.
+        return Generation.model_construct(
             **base,
             text=output.text,
             tool_calls=output.tool_calls,

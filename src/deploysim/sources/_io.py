@@ -99,14 +99,17 @@ def _iter_jsonl(path: Path) -> Iterator[RawValue | RawError]:
             if not line.strip():
                 continue
             try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield RawError(number, f"not valid UTF-8 (byte {exc.start} of the line)")
-                continue
-            try:
                 yield RawValue(orjson.loads(line), number)
             except orjson.JSONDecodeError as exc:
-                yield RawError(number, f"broken JSON: {exc}")
+                yield RawError(number, _json_problem(line, exc))
+
+
+def _json_problem(line: bytes, exc: Exception) -> str:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not valid UTF-8 (byte {bad.start} of the line)"
+    return f"broken JSON: {exc}"
 
 
 def _iter_json(path: Path) -> Iterator[RawValue | RawError]:

@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
+from pydantic import TypeAdapter
 
 from deploysim.schema import Generation, Message, Reject, ReplayPoint, Verdict
 
@@ -86,8 +87,11 @@ def generation_key(point_id: str, deployment: str, sample_index: int) -> str:
     return f"{point_id}|{deployment}|{sample_index}"
 
 
+_MESSAGES = TypeAdapter(list[Message])
+
+
 def _messages_json(messages: list[Message]) -> str:
-    return orjson.dumps([m.model_dump(exclude_defaults=True) for m in messages]).decode()
+    return _MESSAGES.dump_json(messages, exclude_defaults=True).decode()
 
 
 def point_row(point: ReplayPoint) -> dict[str, Any]:
@@ -171,6 +175,8 @@ class RunStore:
         self._points: IO[bytes] | None = None
         self._rejects: IO[bytes] | None = None
         self._journal: IO[bytes] | None = None
+        #: whether the journal may hold error rows (set by journal() and done_keys())
+        self.journal_has_errors = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -209,6 +215,8 @@ class RunStore:
     def journal(self, generation: Generation) -> None:
         """Append one finished call; flushed at once so a SIGKILL right after loses nothing."""
         assert self._journal is not None
+        if generation.error is not None:
+            self.journal_has_errors = True
         self._journal.write(orjson.dumps(generation_row(generation)) + b"\n")
         self._journal.flush()
 
@@ -241,6 +249,7 @@ class RunStore:
             if row.get("error") is None:
                 done.add(key)
             else:
+                self.journal_has_errors = True
                 done.discard(key)
         return done
 
@@ -257,7 +266,7 @@ class RunStore:
             generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
             for row in self.iter_journal()
             if row.get("error") is not None
-        } if self._journal_has_errors() else set()
+        } if self.journal_has_errors else set()
         generations = _ParquetOut(self.root / "generations.parquet", GENERATION_SCHEMA)
         last: dict[str, dict[str, Any]] = {}
         for batch in _jsonl_batches(self.journal_path, GENERATION_SCHEMA):
@@ -275,14 +284,6 @@ class RunStore:
             generations.write(pa.Table.from_pylist(keep, schema=GENERATION_SCHEMA))
         generations.write(pa.Table.from_pylist(list(last.values()), schema=GENERATION_SCHEMA))
         return n_points, generations.close()
-
-    def _journal_has_errors(self) -> bool:
-        if not self.journal_path.exists():
-            return False
-        for batch in _jsonl_batches(self.journal_path, GENERATION_SCHEMA):
-            if batch.column("error").null_count < batch.num_rows:
-                return True
-        return False
 
     def write_json(self, name: str, data: Any) -> None:
         tmp = self.root / f".{name}.tmp"
