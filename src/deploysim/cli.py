@@ -92,9 +92,13 @@ def _deployment(name: str, model: str, prompt: str | None, policy: str, opts: di
 @click.option("--out", type=click.Path(), help="Run directory to create.")
 @click.option("--config", "config_path", type=click.Path(), help="A sim.yaml instead of the options above.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Finish an interrupted run directory.")
+@click.option("--gate", "gate_policy", type=click.Path(), help="Gate the finished run on this policy YAML.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(**opts: Any) -> None:
-    """Replay logged conversations against deployments into a run directory."""
+    """Replay logged conversations against deployments into a run directory.
+
+    With --gate the exit code is the gate's (0 pass, 3 fail, 4 inconclusive, 5 error).
+    """
     from deploysim.engine import RunLockedError, run_simulation
 
     resume_dir = opts["resume_dir"]
@@ -117,7 +121,20 @@ def run(**opts: Any) -> None:
     except KeyboardInterrupt:
         _fail(f"interrupted; finish with: deploysim run --resume {out}", EXIT_INTERRUPTED)
     print_summary(summary, out)
-    sys.exit(EXIT_OK if summary["reconciles"] else EXIT_NOT_RECONCILED)
+    if not summary["reconciles"]:
+        sys.exit(EXIT_NOT_RECONCILED)
+    if opts["gate_policy"]:
+        sys.exit(_gate(out, Path(opts["gate_policy"])))
+    sys.exit(EXIT_OK)
+
+
+def _gate(run_dir: Path, policy: Path) -> int:
+    from deploysim.gate import evaluate_gate
+
+    result = evaluate_gate(run_dir, policy)
+    (run_dir / "gate.json").write_text(result.to_json())
+    Console(soft_wrap=True).print(f"gate: {result.verdict} ({run_dir / 'gate.json'})", highlight=False)
+    return result.exit_code
 
 
 def _config_from_options(opts: dict[str, Any]) -> SimConfig:
