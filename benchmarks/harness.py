@@ -57,6 +57,7 @@ def worker(mode: str, data: Path, out: Path) -> None:
             data=[str(data)],
             deployments=[{"name": "candidate", "model": "instant/echo", "concurrency": 8}],
             cache=mode == "run",
+            privacy={"mode": "off"},  # the harness alone; benchmarks/ingest.py measures de-identification
             cache_path=str(out.parent / f"{out.name}.sqlite"),
         )
         points = run_simulation(config, out, show_progress=False)["points"]

@@ -13,6 +13,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from deploysim.store import read_points
 from tests.loopback import LoopbackProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
@@ -37,16 +38,15 @@ def generations(run: Path) -> dict[tuple[str, str], str | None]:
     return {(r["point_id"], r["deployment"]): r["text"] for r in rows}
 
 
-def journaled_prompts(run: Path) -> set[str]:
-    """Last user message of every point whose candidate call was journaled before the kill."""
-    done = {orjson.loads(line)["point_id"] for line in (run / "journal" / "generations.jsonl").read_bytes().splitlines()
+def journaled_prompts(run: Path, reference: Path) -> set[str]:
+    """Last user message of every point whose candidate call was journaled before the kill.
+
+    Point ids are a function of the input, so the finished reference run maps them to prompts.
+    """
+    journal = (run / "journal" / "generations.jsonl").read_bytes().splitlines()
+    done = {orjson.loads(line)["point_id"] for line in journal
             if line.endswith(b"}") and orjson.loads(line)["deployment"] == "candidate"}
-    prompts = set()
-    for line in (run / "points.jsonl").read_bytes().splitlines():
-        point = orjson.loads(line)
-        if point["point_id"] in done:
-            prompts.add(orjson.loads(point["prefix_json"])[-1]["content"])
-    return prompts
+    return {p.prefix[-1].content for p in read_points(reference) if p.point_id in done}  # type: ignore[misc]
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(llama_server: str, tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(llama_server: str, tmp_pat
         assert victim.returncode == -signal.SIGKILL
         assert not (run / "summary.json").exists()  # it really died mid-way
         before_kill = proxy.log.forwarded_prompts()
-        finished = journaled_prompts(run)
+        finished = journaled_prompts(run, tmp_path / "reference")
         assert 4 <= len(finished) < 16
 
         resumed = deploysim("run", "--resume", str(run), "--quiet", cache=tmp_path / "cache")

@@ -92,6 +92,9 @@ def _deployment(name: str, model: str, prompt: str | None, policy: str, opts: di
 @click.option("--out", type=click.Path(), help="Run directory to create.")
 @click.option("--config", "config_path", type=click.Path(), help="A sim.yaml instead of the options above.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Finish an interrupted run directory.")
+@click.option("--privacy", type=click.Choice(["surrogate", "placeholder", "off"]), default=None,
+              help="De-identification before anything leaves the process [default: surrogate].")
+@click.option("--no-presidio", is_flag=True, help="Built-in recognizers only (no names/places via Presidio).")
 @click.option("--gate", "gate_policy", type=click.Path(), help="Gate the finished run on this policy YAML.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(**opts: Any) -> None:
@@ -100,6 +103,7 @@ def run(**opts: Any) -> None:
     With --gate the exit code is the gate's (0 pass, 3 fail, 4 inconclusive, 5 error).
     """
     from deploysim.engine import RunLockedError, run_simulation
+    from deploysim.privacy import PrivacyError
 
     resume_dir = opts["resume_dir"]
     try:
@@ -116,7 +120,7 @@ def run(**opts: Any) -> None:
             if (out / "config.yaml").exists():
                 _fail(f"{out} already holds a run; use --resume {out} to finish it, or pick another --out")
         summary = run_simulation(config, out, resume=bool(resume_dir), show_progress=not opts["quiet"])
-    except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError) as exc:
+    except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, PrivacyError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail(f"interrupted; finish with: deploysim run --resume {out}", EXIT_INTERRUPTED)
@@ -142,6 +146,7 @@ def _config_from_options(opts: dict[str, Any]) -> SimConfig:
         config = load_config(Path(opts["config_path"]))
         if opts["no_cache"]:
             config.cache = False
+        _apply_privacy_options(config.privacy, opts)
         return config
     if not opts["data"]:
         _fail("--data PATH is required (or --config sim.yaml)")
@@ -162,8 +167,17 @@ def _config_from_options(opts: dict[str, Any]) -> SimConfig:
         "deployments": deployments,
         "cache": not opts["no_cache"],
         "cache_path": opts["cache_path"],
+        "privacy": _apply_privacy_options({"mode": "surrogate"}, opts),
     }
     return validate_config(raw, "options")
+
+
+def _apply_privacy_options(privacy: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    if opts["privacy"]:
+        privacy["mode"] = opts["privacy"]
+    if opts["no_presidio"]:
+        privacy["presidio"] = False
+    return privacy
 
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:

@@ -31,7 +31,7 @@ class SimConfig(BaseModel):
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS
     queue_size: int = 256
     #: De-identification before anything leaves the process (DESIGN rule 2); see deploysim.privacy.
-    privacy: dict[str, Any] = Field(default_factory=lambda: {"mode": "off"})
+    privacy: dict[str, Any] = Field(default_factory=lambda: {"mode": "surrogate"})
     #: Grader names to run on every deployment's replies (``logged`` included); None = none.
     graders: list[str] | None = None
     #: Model id for LLM-judge graders.

@@ -87,32 +87,32 @@ class LocalEngine:
         self.skipped = SkippedInputs()
 
     def _inputs(self) -> Iterator[Record | Reject]:
+        """Records to replay, de-identified after sampling (sampling reads only ids)."""
         config = self.config
+        deidentify = _deidentifier(config)
 
         def open_inputs() -> Iterator[Record | Reject]:
             self.skipped = SkippedInputs()  # the sampler reads twice: count the last pass only
             return iter_inputs(config.data, config.format, max_message_chars=config.max_message_chars,
                                skipped=self.skipped)
 
-        deidentify = _deidentifier(config)
-        if deidentify is not None:
-            plain = open_inputs
-
-            def open_inputs() -> Iterator[Record | Reject]:
-                for item in plain():
-                    yield deidentify(item) if isinstance(item, Record) else item
-
         if config.sample is None:
-            yield from open_inputs()
-            return
-        sample = UniformSample(open_inputs, config.sample, config.seed)
-        self.counts.records_sampled = 0
-        for item in sample:
+            selected: Iterator[Record | Reject] = open_inputs()
+        else:
+            sample = UniformSample(open_inputs, config.sample, config.seed)
+            selected = iter(sample)
+        if config.sample is not None:
+            self.counts.records_sampled = 0
+        for item in selected:
             if isinstance(item, Record):
-                self.counts.records_sampled += 1
-            yield item
-        self.counts.records_accepted = sample.total_accepted
-        self.counts.records_read += sample.total_accepted
+                if config.sample is not None:
+                    self.counts.records_sampled += 1  # type: ignore[operator]
+                yield deidentify(item) if deidentify is not None else item
+            else:
+                yield item
+        if config.sample is not None:
+            self.counts.records_accepted = sample.total_accepted
+            self.counts.records_read += sample.total_accepted
 
     def _reject(self, reject: Reject) -> None:
         self.counts.records_read += 1
@@ -167,7 +167,7 @@ class LocalEngine:
             store.close_attempt()
             for client in clients.values():
                 await client.aclose()
-        n_points, _ = store.write_parquet()
+        store.write_parquet()
         summary = build_summary(store.root, config, self.counts, callers, started, self.skipped_done)
         summary["inputs_skipped"] = self.skipped.by_reason
         store.write_json("summary.json", summary)

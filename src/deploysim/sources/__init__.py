@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from deploysim.replay import cut_indices
 from deploysim.schema import Record, RecordError, Reject
 from deploysim.sources._base import FormatParser, SourceContext
@@ -128,8 +130,15 @@ def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int,
         yield Reject(source_file=str(path), line=raw.location, record_id=exc.record_id, field=exc.field,
                      reason=exc.reason)
         return
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # pydantic and shape errors
-        yield Reject(source_file=str(path), line=raw.location, reason=f"not a valid {parser.name} record: {exc}")
+    except ValidationError as exc:  # never quote the input: it may hold PII
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        yield Reject(source_file=str(path), line=raw.location, field=field,
+                     reason=f"not a valid {parser.name} record: {first['msg']}")
+        return
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # shape errors
+        yield Reject(source_file=str(path), line=raw.location,
+                     reason=f"not a valid {parser.name} record: {type(exc).__name__}")
         return
     if not records and skipped is not None:
         skipped.add(f"{parser.name} value with no conversation in it (e.g. a non-LLM span)")

@@ -3,7 +3,6 @@
 Layout::
 
     config.yaml                resolved configuration (what --resume re-reads)
-    points.jsonl               replay points of the current attempt (derived, rewritten)
     rejects.jsonl              bad inputs with file, line, field, reason (derived, rewritten)
     journal/generations.jsonl  one line per finished call, appended and flushed (the resume journal)
     points.parquet             final replay points
@@ -11,7 +10,8 @@ Layout::
     summary.json               counts that reconcile, tokens, cache, timings
 
 Points and rejects are a pure function of the inputs and config, so a resumed run
-rewrites them; only generations cost money, so only they are journaled.
+rewrites them (points go straight to Parquet, column by column); only generations
+cost money, so only they are journaled.
 """
 
 from __future__ import annotations
@@ -144,6 +144,31 @@ def _jsonl_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         yield batch.select(schema.names)
 
 
+class _ColumnBatches:
+    """Rows gathered column by column and written to a _ParquetOut every ``BATCH_ROWS``."""
+
+    def __init__(self, out: _ParquetOut) -> None:
+        self.out = out
+        self.columns: dict[str, list[Any]] = {name: [] for name in out.schema.names}
+
+    def add(self, row: dict[str, Any]) -> None:
+        for name, values in self.columns.items():
+            values.append(row[name])
+        if len(values) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        schema = self.out.schema
+        if self.columns[schema.names[0]]:
+            arrays = [pa.array(self.columns[f.name], type=f.type) for f in schema]
+            self.out.write(pa.RecordBatch.from_arrays(arrays, schema=schema))
+            self.columns = {name: [] for name in schema.names}
+
+    def close(self) -> int:
+        self.flush()
+        return self.out.close()
+
+
 class _ParquetOut:
     """Batches to a Parquet file under a temp name, renamed into place when complete."""
 
@@ -170,9 +195,8 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.journal_path = self.root / "journal" / "generations.jsonl"
-        self.points_path = self.root / "points.jsonl"
         self.rejects_path = self.root / "rejects.jsonl"
-        self._points: IO[bytes] | None = None
+        self._points: _ColumnBatches | None = None
         self._rejects: IO[bytes] | None = None
         self._journal: IO[bytes] | None = None
         #: whether the journal may hold error rows (set by journal() and done_keys())
@@ -191,21 +215,25 @@ class RunStore:
         """Start (or restart) writing: derived files anew, the journal appended to."""
         (self.root / "journal").mkdir(parents=True, exist_ok=True)
         self._repair_journal()
-        self._points = open(self.points_path, "wb")
+        self._points = _ColumnBatches(_ParquetOut(self.root / "points.parquet", POINT_SCHEMA))
         self._rejects = open(self.rejects_path, "wb")
         self._journal = open(self.journal_path, "ab")
 
-    def close_attempt(self) -> None:
-        for handle in (self._points, self._rejects, self._journal):
+    def close_attempt(self) -> int:
+        """Close the attempt's files; returns the number of points written."""
+        points = self._points.close() if self._points is not None else 0
+        for handle in (self._rejects, self._journal):
             if handle is not None:
                 handle.close()
-        self._points = self._rejects = self._journal = None
+        self._points = None
+        self._rejects = self._journal = None
+        return points
 
     # -- writing ---------------------------------------------------------------------------
 
     def write_point(self, point: ReplayPoint) -> None:
         assert self._points is not None
-        self._points.write(orjson.dumps(point_row(point)) + b"\n")
+        self._points.add(point_row(point))
 
     def write_reject(self, reject: Reject) -> None:
         assert self._rejects is not None
@@ -255,12 +283,8 @@ class RunStore:
 
     # -- final outputs ---------------------------------------------------------------------
 
-    def write_parquet(self) -> tuple[int, int]:
-        """points.parquet and generations.parquet; the last journal line per call wins."""
-        points = _ParquetOut(self.root / "points.parquet", POINT_SCHEMA)
-        for batch in _jsonl_batches(self.points_path, POINT_SCHEMA):
-            points.write(batch)
-        n_points = points.close()
+    def write_parquet(self) -> int:
+        """generations.parquet from the journal; the last line per call wins."""
         # Only calls that errored can appear twice (retried on resume): set just those aside.
         errored = {
             generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
@@ -283,7 +307,7 @@ class RunStore:
                     keep.append(row)
             generations.write(pa.Table.from_pylist(keep, schema=GENERATION_SCHEMA))
         generations.write(pa.Table.from_pylist(list(last.values()), schema=GENERATION_SCHEMA))
-        return n_points, generations.close()
+        return generations.close()
 
     def write_json(self, name: str, data: Any) -> None:
         tmp = self.root / f".{name}.tmp"

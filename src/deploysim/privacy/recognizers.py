@@ -1,0 +1,338 @@
+"""Built-in fast recognizers: regular expressions that propose, validators that decide.
+
+Each kind has a cheap candidate pattern and, where a checksum or numbering plan
+exists, a library validator (Luhn, IBAN mod-97, libphonenumber, ``ipaddress``), so
+random digit runs in code or logs are not flagged. Kind names follow Presidio's
+entity names so built-in and Presidio spans mix in one list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+
+EMAIL = "EMAIL_ADDRESS"
+PHONE = "PHONE_NUMBER"
+CARD = "CREDIT_CARD"
+IBAN = "IBAN_CODE"
+IP = "IP_ADDRESS"
+SSN = "US_SSN"
+NINO = "UK_NINO"
+API_KEY = "API_KEY"
+URL_CREDENTIALS = "URL_CREDENTIALS"
+SECRET = "SECRET"
+ADDRESS = "STREET_ADDRESS"
+PERSON = "PERSON"
+LOCATION = "LOCATION"
+ORGANIZATION = "ORGANIZATION"
+
+BUILTIN_KINDS: tuple[str, ...] = (EMAIL, PHONE, CARD, IBAN, IP, SSN, NINO, API_KEY, URL_CREDENTIALS, SECRET, ADDRESS)
+PRESIDIO_KINDS: tuple[str, ...] = (PERSON, LOCATION, ORGANIZATION)
+
+#: When spans overlap, the earlier kind wins (a card number inside a URL credential is part of the credential).
+PRIORITY: dict[str, int] = {
+    kind: i
+    for i, kind in enumerate(
+        (URL_CREDENTIALS, API_KEY, EMAIL, IBAN, CARD, SSN, NINO, IP, PHONE, SECRET, ADDRESS, PERSON, ORGANIZATION,
+         LOCATION)
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    start: int
+    end: int
+    kind: str
+
+    def text(self, source: str) -> str:
+        return source[self.start : self.end]
+
+
+Finder = Callable[[str], Iterable[Span]]
+
+# --- candidate patterns -------------------------------------------------------------------------
+
+_EMAIL_RE = re.compile(
+    r"(?<![\w.+%-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z]{2,24}(?![\w-])"
+)
+_FILE_SUFFIXES = frozenset("png jpg jpeg gif svg webp ico bmp js ts css html pdf zip tar gz".split())
+
+# Phone candidates: optional +country, groups of digits joined by one separator each; no newlines.
+_PHONE_RE = re.compile(r"(?<![\w+.\-/@#=])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?\d{1,5}(?:[ .\-]\d{1,8}){1,5}"
+                       r"(?![\w\-]|\.\d)")
+_PHONE_PLUS_COMPACT_RE = re.compile(r"(?<![\w+])\+\d{8,15}(?!\w)")
+_DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
+_DATE_LIKE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
+
+_CARD_RE = re.compile(r"(?<![\w\-.])\d(?:[ \-]?\d){12,18}(?![\w\-]|\.\d)")
+_CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|6011|65|64[4-9]|35|3[0689]|62)")
+
+_IBAN_RE = re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?!\w)")
+
+_IPV4_RE = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+                      r"(?![\w]|\.\d)")
+_IPV6_RE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]{2,38}(?![\w:])")
+
+_SSN_RE = re.compile(r"(?<![\w\-])(?!000|666|9\d\d)\d{3}([ \-])(?!00)\d{2}\1(?!0000)\d{4}(?![\w\-])")
+_NINO_RE = re.compile(r"(?<!\w)(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]"
+                      r"(?!\w)")
+
+_API_KEY_RE = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?:"
+    r"sk-(?:ant-|proj-|live-|test-|or-v1-)?[A-Za-z0-9_\-]{20,}"
+    r"|(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"
+    r"|(?:AKIA|ASIA)[A-Z0-9]{16}"
+    r"|xox[abposr]-[A-Za-z0-9\-]{10,}"
+    r"|AIza[0-9A-Za-z_\-]{35}"
+    r"|hf_[A-Za-z0-9]{30,}"
+    r"|glpat-[A-Za-z0-9_\-]{20,}"
+    r"|SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,}"
+    r"|eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}"
+    r")(?![A-Za-z0-9_\-])"
+)
+
+_URL_CRED_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,15}://([^\s:/@\"'<>]{1,64}:[^\s/@\"'<>]{1,128})@[\w.\-\[]")
+
+_SECRET_RE = re.compile(
+    r"(?i)\b(?:password|passwd|passphrase|passcode|pwd|pin code|api[_ \-]?key|secret[_ \-]?key|client[_ \-]?secret"
+    r"|access[_ \-]?token|auth[_ \-]?token|bearer)\b[\"']?\s*(?:[:=]|\bis\b|\bBearer\b)?\s*[\"']?"
+    r"([^\s\"'`,;()\[\]{}<>$]{6,128})"
+)
+_SECRET_PLACEHOLDERS = re.compile(r"(?i)^(?:your|my|the|none|null|true|false|string|xxx|\*{3}|example|changeme"
+                                  r"|password|secret|token|required|optional|undefined)")
+
+_STREET_SUFFIX = (
+    r"(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|Circle|Cir"
+    r"|Parkway|Pkwy|Highway|Hwy|Square|Sq|Crescent|Close|Trail|Trl)"
+)
+_ADDRESS_RE = re.compile(
+    r"(?<![\w\-.])\d{1,5}[A-Za-z]?(?: [A-Z][a-z]+\.?| [NSEW]\.?| \d{1,3}(?:st|nd|rd|th)){1,4} " + _STREET_SUFFIX
+    + r"\b(?:,? (?:Apt|Apartment|Suite|Ste|Unit|Fl|Floor|#)\.? ?[\w\-]{1,6})?"
+)
+
+
+# --- validators -----------------------------------------------------------------------------------
+
+
+def _digits(text: str) -> str:
+    return "".join(c for c in text if c.isdigit())
+
+
+def valid_card(text: str) -> bool:
+    digits = _digits(text)
+    if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits) or len(set(digits)) < 4:
+        return False
+    seps = {c for c in text if not c.isdigit()}
+    if len(seps) > 1:
+        return False
+    if seps:  # printed cards are grouped 4-4-4-4(-3) or, for Amex, 4-6-5
+        groups = [len(g) for g in text.split(seps.pop())]
+        if groups not in ([4, 4, 4, 4], [4, 6, 5], [4, 4, 4, 4, 3]):
+            return False
+    return luhn.is_valid(digits)
+
+
+def valid_iban(text: str) -> bool:
+    return stdnum_iban.is_valid(text.replace(" ", ""))
+
+
+def parse_phone(text: str, regions: tuple[str, ...]) -> phonenumbers.PhoneNumber | None:
+    """The number ``text`` denotes if it is a valid phone number for one of ``regions`` (or international)."""
+    candidates = ("ZZ",) if text.startswith("+") else regions
+    for region in candidates:
+        try:
+            number = phonenumbers.parse(text, None if region == "ZZ" else region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return number
+    return None
+
+
+def _valid_phone_shape(text: str) -> bool:
+    digits = _digits(text)
+    if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(text) or _DATE_START.match(text):
+        return False
+    if text.startswith("+"):
+        return True
+    # National numbers: grouped like a phone number, not a decimal or a version number.
+    seps = [c for c in text if not c.isdigit() and c not in "()"]
+    if "." in seps and (len(set(seps)) > 1 or len(seps) == 1):  # 37.12332123 is a decimal
+        return False
+    return len(digits) >= 9 and (len(seps) >= 1 or "(" in text)
+
+
+def valid_ip(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    if address.is_loopback or address.is_unspecified or address.is_multicast:
+        return False
+    if address.version == 4:
+        return text not in ("255.255.255.255",) and not text.startswith("0.")
+    return text.count(":") >= 3 or len(text) >= 9
+
+
+# --- finders: a cheap trigger finds the few places worth a closer look; the exact pattern runs there --
+
+
+_NUMERIC_TRIGGER = re.compile(r"\d[\d().\- ]{5,40}\d")
+_IBAN_NINO_TRIGGER = re.compile(r"[A-Z][A-Z] ?\d\d")
+_IPV6_TRIGGER = re.compile(r"[0-9a-fA-F]:[0-9a-fA-F:]*:")
+_ADDRESS_TRIGGER = re.compile(" " + _STREET_SUFFIX + r"\b")
+#: Literal markers of the key formats above; ``str.find`` on each beats one alternation regex in ``re``.
+_API_KEY_MARKERS: tuple[tuple[str, int], ...] = (
+    ("sk-", 0), ("k_", 1), ("hp_", 1), ("ho_", 1), ("hu_", 1), ("hs_", 1), ("hr_", 1), ("github_pat_", 0),
+    ("AKIA", 0), ("ASIA", 0), ("xox", 0), ("AIza", 0), ("hf_", 0), ("glpat-", 0), ("SG.", 0), ("eyJ", 0),
+)
+_SECRET_WORDS = ("pass", "Pass", "PASS", "pwd", "PWD", "pin code", "PIN code", "key", "Key", "KEY", "secret", "Secret",
+                 "SECRET", "token", "Token", "TOKEN", "bearer", "Bearer")
+
+
+def _occurrences(text: str, needle: str) -> Iterable[int]:
+    i = text.find(needle)
+    while i != -1:
+        yield i
+        i = text.find(needle, i + 1)
+
+
+def _windowed(pattern: re.Pattern[str], text: str, start: int, end: int, longest: int = 200) -> Iterable[re.Match[str]]:
+    """``pattern`` matches that start inside [start, end); lookarounds see ``longest`` characters past ``end``."""
+    for m in pattern.finditer(text, max(0, start), min(len(text), end + longest)):
+        if m.start() >= end:
+            return
+        yield m
+
+
+def find_emails(text: str) -> Iterable[Span]:
+    if "@" not in text:
+        return
+    for m in _EMAIL_RE.finditer(text):
+        if m.group().rsplit(".", 1)[-1].lower() not in _FILE_SUFFIXES:
+            yield Span(m.start(), m.end(), EMAIL)
+
+
+def make_numeric_finder(regions: tuple[str, ...]) -> Finder:
+    """Cards, US SSNs, IPv4 addresses and phone numbers all start as a run of digits and separators."""
+
+    def find_numeric(text: str) -> Iterable[Span]:
+        for trigger in _NUMERIC_TRIGGER.finditer(text):
+            lo, hi = trigger.start() - 6, trigger.end()
+            for m in _windowed(_CARD_RE, text, lo, hi, 4):
+                if valid_card(m.group()):
+                    yield Span(m.start(), m.end(), CARD)
+            for m in _windowed(_SSN_RE, text, lo, hi, 4):
+                yield Span(m.start(), m.end(), SSN)
+            if "." in trigger.group():
+                for m in _windowed(_IPV4_RE, text, lo, hi, 4):
+                    if valid_ip(m.group()):
+                        yield Span(m.start(), m.end(), IP)
+            for pattern in (_PHONE_RE, _PHONE_PLUS_COMPACT_RE):
+                for m in _windowed(pattern, text, lo, hi, 4):
+                    candidate = m.group()
+                    if _valid_phone_shape(candidate) and parse_phone(candidate, regions) is not None:
+                        yield Span(m.start(), m.end(), PHONE)
+
+    return find_numeric
+
+
+def find_ibans_and_ninos(text: str) -> Iterable[Span]:
+    for trigger in _IBAN_NINO_TRIGGER.finditer(text):
+        lo, hi = trigger.start(), trigger.start() + 1
+        for m in _windowed(_IBAN_RE, text, lo, hi):
+            if valid_iban(m.group()):
+                yield Span(m.start(), m.end(), IBAN)
+        for m in _windowed(_NINO_RE, text, lo, hi):
+            yield Span(m.start(), m.end(), NINO)
+
+
+def find_ipv6(text: str) -> Iterable[Span]:
+    if "::" not in text and text.count(":") < 7:
+        return
+    for trigger in _IPV6_TRIGGER.finditer(text):
+        for m in _windowed(_IPV6_RE, text, trigger.start() - 4, trigger.start() + 1):
+            if valid_ip(m.group()):
+                yield Span(m.start(), m.end(), IP)
+
+
+def find_api_keys(text: str) -> Iterable[Span]:
+    for marker, back in _API_KEY_MARKERS:
+        for i in _occurrences(text, marker):
+            m = _API_KEY_RE.match(text, max(0, i - back))
+            if m:
+                yield Span(m.start(), m.end(), API_KEY)
+
+
+def find_url_credentials(text: str) -> Iterable[Span]:
+    if "://" not in text:
+        return
+    for m in _URL_CRED_RE.finditer(text):
+        yield Span(m.start(1), m.end(1), URL_CREDENTIALS)
+
+
+def _secret_like(value: str) -> bool:
+    if _SECRET_PLACEHOLDERS.match(value) or len(set(value)) < 4 or value[0] in "-.@\\:/" or value.endswith(":"):
+        return False
+    classes = sum((any(c.islower() for c in value), any(c.isupper() for c in value),
+                   any(c.isdigit() for c in value), any(not c.isalnum() for c in value)))
+    # Identifiers and dotted names (``password = form.password``) are code, not secrets.
+    if re.fullmatch(r"[A-Za-z_][\w.]*", value) and not any(c.isdigit() for c in value):
+        return False
+    return classes >= 2
+
+
+def find_secrets(text: str) -> Iterable[Span]:
+    seen: set[int] = set()
+    for word in _SECRET_WORDS:
+        for i in _occurrences(text, word):
+            for j in range(max(0, i - 14), i + 1):  # where the keyword ("api_key", "password") may begin
+                if j and text[j - 1].isalnum():
+                    continue
+                m = _SECRET_RE.match(text, j)
+                if m is None:
+                    continue
+                value = m.group(1).rstrip(".")
+                if m.start(1) not in seen and _secret_like(value):
+                    seen.add(m.start(1))
+                    yield Span(m.start(1), m.start(1) + len(value), SECRET)
+                break
+
+
+def find_addresses(text: str) -> Iterable[Span]:
+    for trigger in _ADDRESS_TRIGGER.finditer(text):
+        for m in _windowed(_ADDRESS_RE, text, trigger.start() - 60, trigger.start()):
+            if m.end() >= trigger.end():
+                yield Span(m.start(), m.end(), ADDRESS)
+                break
+
+
+def builtin_finders(phone_regions: tuple[str, ...] = ("US", "GB")) -> list[Finder]:
+    return [find_url_credentials, find_api_keys, find_emails, find_ibans_and_ninos, make_numeric_finder(phone_regions),
+            find_ipv6, find_secrets, find_addresses]
+
+
+def resolve_overlaps(spans: Iterable[Span]) -> list[Span]:
+    """Non-overlapping spans, in text order: higher-priority kinds first, then longer spans."""
+    chosen: list[Span] = []
+    for span in sorted(spans, key=lambda s: (PRIORITY.get(s.kind, 99), s.start - s.end, s.start)):
+        if all(span.end <= c.start or span.start >= c.end for c in chosen):
+            chosen.append(span)
+    chosen.sort(key=lambda s: s.start)
+    return chosen
+
+
+def find_builtin(text: str, finders: list[Finder]) -> list[Span]:
+    spans: list[Span] = []
+    for finder in finders:
+        spans.extend(finder(text))
+    return spans
