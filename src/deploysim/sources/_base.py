@@ -48,6 +48,16 @@ def text_content(content: Any, field: str) -> str | None:
     raise RecordError(field, f"content must be a string, a list of parts or null, got {type(content).__name__}")
 
 
+def json_field(value: Any, field: str) -> Any:
+    """A field that may hold JSON as text (tables, OTel attributes): decoded, or a RecordError."""
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise RecordError(field, f"text here must be valid JSON: {exc}") from None
+    return value
+
+
 def tool_arguments(arguments: Any) -> str:
     if isinstance(arguments, str):
         return arguments

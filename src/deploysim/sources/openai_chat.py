@@ -5,20 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
-
 from deploysim.schema import Record, RecordError
-from deploysim.sources._base import SourceContext, parse_openai_messages, scalar_metadata
-
-
-def _maybe_json(raw: Any, field: str) -> Any:
-    """Tables often store nested messages as a JSON string column: accept that too."""
-    if isinstance(raw, str):
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RecordError(field, f"a string here must hold JSON messages: {exc}") from None
-    return raw
+from deploysim.sources._base import SourceContext, json_field, parse_openai_messages, scalar_metadata
 
 
 def _tools(value: dict[str, Any]) -> list[dict[str, Any]]:
@@ -42,7 +30,7 @@ class OpenAIChat:
             raise RecordError("<record>", f"expected an object, got {type(value).__name__}")
         record_id = str(value.get("id") or value.get("conversation_id") or ctx.fallback_id)
         try:
-            messages = parse_openai_messages(_maybe_json(value.get(self.messages_key), self.messages_key),
+            messages = parse_openai_messages(json_field(value.get(self.messages_key), self.messages_key),
                                              self.messages_key)
             tools = _tools(value)
         except RecordError as exc:

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from deploysim.schema import ROLES, Message, Record, RecordError, ToolCall
-from deploysim.sources._base import SourceContext, parse_tool_calls, text_content, tool_arguments
+from deploysim.sources._base import SourceContext, json_field, parse_tool_calls, text_content, tool_arguments
 
 MESSAGE_EVENTS = {
     "gen_ai.system.message": "system",
@@ -58,15 +58,6 @@ def attributes(raw: Any) -> dict[str, Any]:
     if isinstance(raw, list):
         return {a["key"]: any_value(a.get("value")) for a in raw if isinstance(a, dict) and "key" in a}
     return {}
-
-
-def _json_attr(value: Any, field: str) -> Any:
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise RecordError(field, f"attribute is not valid JSON: {exc}") from None
-    return value
 
 
 def _parts_message(raw: Any, field: str) -> list[Message]:
@@ -116,14 +107,14 @@ def _messages_from_semconv(attrs: dict[str, Any]) -> list[Message] | None:
     messages: list[Message] = []
     system = attrs.get("gen_ai.system_instructions")
     if system is not None:
-        system = _json_attr(system, "attributes.gen_ai.system_instructions")
+        system = json_field(system, "attributes.gen_ai.system_instructions")
         text = system if isinstance(system, str) else "".join(
             str(p.get("content", "")) for p in system if isinstance(p, dict)
         )
         messages.append(Message(role="system", content=text))
     for key in ("gen_ai.input.messages", "gen_ai.output.messages"):
         field = f"attributes.{key}"
-        raw = _json_attr(attrs.get(key, []), field)
+        raw = json_field(attrs.get(key, []), field)
         if not isinstance(raw, list):
             raise RecordError(field, "must be a list of messages")
         for i, message in enumerate(raw):
@@ -233,7 +224,7 @@ class OTelGenAI:
                 or _messages_from_events(span.get("events") or [])
                 or _messages_from_indexed(attrs)
             )
-            tools = _json_attr(attrs.get("gen_ai.tool.definitions", []), "attributes.gen_ai.tool.definitions")
+            tools = json_field(attrs.get("gen_ai.tool.definitions", []), "attributes.gen_ai.tool.definitions")
         except RecordError as exc:
             exc.record_id = record_id
             raise
