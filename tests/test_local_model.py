@@ -57,7 +57,7 @@ def test_demo_command_writes_a_run_with_real_generations(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"run directory: {out}" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["reconciles"] and summary["records_read"] == 240 and summary["points"] == 3
+    assert summary["reconciles"] and summary["records_read"] == 200 and summary["points"] == 3
     gens = list(read_generations(out))
     baseline = {g.point_id: g.text for g in gens if g.deployment == "baseline"}
     candidate = {g.point_id: g.text for g in gens if g.deployment == "candidate"}

@@ -200,8 +200,14 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"{sampled}; replay points {summary['points']}; logged replies {summary['logged']['with_reply']}",
         highlight=False,
     )
+    if summary.get("behaviours"):
+        from deploysim.graders.cli import print_behaviour_rates
+
+        print_behaviour_rates(summary["behaviours"], out_console)
     if summary["records_rejected"]:
         out_console.print(f"rejects: {out / 'rejects.jsonl'}", highlight=False)
+    if (out / "report.html").exists():
+        out_console.print(f"report: {out / 'report.html'}", highlight=False)
     if not summary["reconciles"]:
         bad = [k for k, v in summary["checks"].items() if not v]
         out_console.print(f"[red]counts do not reconcile:[/red] {bad}")

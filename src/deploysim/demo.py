@@ -1,9 +1,12 @@
 """``deploysim demo``: the whole spine offline, on bundled real conversations and SmolLM2.
 
-The sample is 240 real ShareGPT conversations (from the project's shared data,
-chosen at random among those under 3,500 characters so the demo fits in minutes on
-two cores). Two deployments of the same local model differ only in system prompt:
-the logged one (ShareGPT has none) against a cautious, concise prompt.
+The sample is 200 real ShareGPT conversations from the project's shared data, chosen
+at random (seed 11) among those whose replayed prefix is under 500 characters: on two
+cores SmolLM2 spends most of each call reading the prompt, and the demo must finish in
+minutes. Two deployments of the same local model differ only in system prompt:
+the logged one (ShareGPT has none) against a cautious, concise prompt. Every reply,
+the logged one included, is graded by the offline grader set, and the run gets its
+HTML report.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from typing import Any
 
 from deploysim.config import SimConfig
 from deploysim.engine import run_simulation
+from deploysim.graders import DEFAULT_GRADERS
 
 CANDIDATE_SYSTEM_PROMPT = (
     "You are a careful assistant. Answer in at most three sentences. "
     "If a request could cause harm, decline politely and explain why."
 )
-DEMO_MAX_TOKENS = 48
+DEMO_MAX_TOKENS = 40
 
 
 def sample_path() -> Path:
@@ -43,11 +47,15 @@ def demo_config(sample: int | None = None) -> SimConfig:
             {"name": "candidate", "model": "local/smollm2", "system_prompt": "replace",
              "system_prompt_text": CANDIDATE_SYSTEM_PROMPT, **common},
         ],
+        graders=list(DEFAULT_GRADERS),
     )
 
 
 def run_demo(out: Path | None = None, sample: int | None = None,
              show_progress: bool = True) -> tuple[dict[str, Any], Path]:
+    from deploysim.report import write_report
+
     run_dir = out or Path("deploysim-runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     summary = run_simulation(demo_config(sample), run_dir, show_progress=show_progress)
+    write_report(run_dir)
     return summary, run_dir

@@ -81,6 +81,8 @@ class GenerationParams(_Model):
     seed: int | None = 0
     stop: list[str] = Field(default_factory=list)
     top_p: float | None = None
+    #: OpenAI-style structured output request, passed to providers that take one (judges use it).
+    response_format: dict[str, Any] | None = None
 
 
 SystemPromptPolicy = Literal["keep", "replace", "prepend"]

@@ -90,6 +90,8 @@ class OpenAICompatibleModel:
             kwargs["stop"] = params.stop
         if params.top_p is not None:
             kwargs["top_p"] = params.top_p
+        if params.response_format is not None:
+            kwargs["response_format"] = params.response_format
         if tools:
             kwargs["tools"] = tools
         try:

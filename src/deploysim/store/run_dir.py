@@ -137,7 +137,7 @@ def _jsonl_batches(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         return
     reader = pa_json.open_json(
         path,
-        read_options=pa_json.ReadOptions(block_size=1 << 22),
+        read_options=pa_json.ReadOptions(block_size=1 << 20),  # larger blocks: RSS grew with size
         parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
     )
     for batch in reader:
@@ -199,6 +199,9 @@ class RunStore:
         self._points: _ColumnBatches | None = None
         self._rejects: IO[bytes] | None = None
         self._journal: IO[bytes] | None = None
+        #: a first attempt writes generations.parquet as it goes; a resumed one rebuilds it
+        self._generations: _ColumnBatches | None = None
+        self._generations_final = False
         #: whether the journal may hold error rows (set by journal() and done_keys())
         self.journal_has_errors = False
 
@@ -216,16 +219,23 @@ class RunStore:
         (self.root / "journal").mkdir(parents=True, exist_ok=True)
         self._repair_journal()
         self._points = _ColumnBatches(_ParquetOut(self.root / "points.parquet", POINT_SCHEMA))
+        fresh = not self.journal_path.exists() or self.journal_path.stat().st_size == 0
+        if fresh:  # each call is answered once per attempt: the journal's rows are final as written
+            self._generations = _ColumnBatches(_ParquetOut(self.root / "generations.parquet", GENERATION_SCHEMA))
+        self._generations_final = False
         self._rejects = open(self.rejects_path, "wb")
         self._journal = open(self.journal_path, "ab")
 
     def close_attempt(self) -> int:
         """Close the attempt's files; returns the number of points written."""
         points = self._points.close() if self._points is not None else 0
+        if self._generations is not None:
+            self._generations.close()
+            self._generations_final = True
         for handle in (self._rejects, self._journal):
             if handle is not None:
                 handle.close()
-        self._points = None
+        self._points = self._generations = None
         self._rejects = self._journal = None
         return points
 
@@ -245,8 +255,11 @@ class RunStore:
         assert self._journal is not None
         if generation.error is not None:
             self.journal_has_errors = True
-        self._journal.write(orjson.dumps(generation_row(generation)) + b"\n")
+        row = generation_row(generation)
+        self._journal.write(orjson.dumps(row) + b"\n")
         self._journal.flush()
+        if self._generations is not None:
+            self._generations.add(row)
 
     # -- resume ----------------------------------------------------------------------------
 
@@ -283,8 +296,14 @@ class RunStore:
 
     # -- final outputs ---------------------------------------------------------------------
 
-    def write_parquet(self) -> int:
-        """generations.parquet from the journal; the last line per call wins."""
+    def write_parquet(self) -> None:
+        """generations.parquet: as written by a first attempt, else rebuilt from the journal.
+
+        In the rebuild the last journal line per call wins (a call that failed in an
+        earlier attempt and was retried on resume appears twice).
+        """
+        if self._generations_final:
+            return
         # Only calls that errored can appear twice (retried on resume): set just those aside.
         errored = {
             generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
@@ -307,7 +326,7 @@ class RunStore:
                     keep.append(row)
             generations.write(pa.Table.from_pylist(keep, schema=GENERATION_SCHEMA))
         generations.write(pa.Table.from_pylist(list(last.values()), schema=GENERATION_SCHEMA))
-        return generations.close()
+        generations.close()
 
     def write_json(self, name: str, data: Any) -> None:
         tmp = self.root / f".{name}.tmp"
