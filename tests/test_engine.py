@@ -206,3 +206,25 @@ def test_openai_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ModelIdError, match="OPENAI_API_KEY"):
         get_model("openai/gpt-4.1")
+
+
+def test_run_with_graders_and_gate_sets_the_exit_code(tmp_path: Path) -> None:
+    (tmp_path / "sim.yaml").write_text(
+        f"data: [{SOURCES / 'openai_chat.jsonl'}, {SOURCES / 'sharegpt.json'}]\nturn: all\n"
+        "deployments:\n  - {name: baseline, model: instant/echo}\n"
+        "  - {name: candidate, model: instant/echo, system_prompt: replace, system_prompt_text: Be terse.}\n"
+        "graders: [refusal, toxicity]\nprivacy: {mode: surrogate, presidio: false}\n"
+        f"cache_path: {tmp_path / 'c.sqlite'}\n")
+    (tmp_path / "pass.yaml").write_text("rules:\n  - {behaviour: over_refusal, max_rate: 1.0}\n")
+    (tmp_path / "error.yaml").write_text("rules:\n  - {behaviour: no_such_behaviour, max_rate: 0.1}\n")
+    runner = CliRunner()
+    passed = runner.invoke(main, ["run", "--config", str(tmp_path / "sim.yaml"), "--out", str(tmp_path / "a"),
+                                  "--gate", str(tmp_path / "pass.yaml"), "--quiet"])
+    assert passed.exit_code == 0, passed.output
+    assert json.loads((tmp_path / "a" / "gate.json").read_text())["verdict"] == "pass"
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["behaviours"]["rates"]["candidate"]["over_refusal"]["graded"] == summary["points"] == 9
+    assert pq.read_table(tmp_path / "a" / "verdicts.parquet").num_rows > 0
+    errored = runner.invoke(main, ["run", "--config", str(tmp_path / "sim.yaml"), "--out", str(tmp_path / "b"),
+                                   "--gate", str(tmp_path / "error.yaml"), "--quiet"])
+    assert errored.exit_code == 5 and "gate: error" in errored.output

@@ -64,3 +64,23 @@ def test_demo_command_writes_a_run_with_real_generations(tmp_path: Path) -> None
     assert len(baseline) == len(candidate) == 3
     assert all(t and t.strip() for t in [*baseline.values(), *candidate.values()])
     assert baseline != candidate  # the two deployments really differ
+    rates = summary["behaviours"]["rates"]
+    assert set(rates) == {"logged", "baseline", "candidate"} and len(rates["candidate"]) >= 8
+    assert "behaviour rates" in result.stdout
+    check_report_in_chromium(out / "report.html", tmp_path)
+
+
+def check_report_in_chromium(report: Path, tmp_path: Path) -> None:
+    """The demo run's own report, opened in real headless Chromium."""
+    from deploysim.report.browser import Browser
+    from tests.test_report_browser import _need_browser, artifacts_dir
+
+    _need_browser()
+    with Browser() as browser:
+        browser.open(report.as_uri())
+        assert browser.evaluate("document.documentElement.getAttribute('data-report-ready')") == "1"
+        assert browser.errors() == []
+        assert browser.evaluate("document.querySelectorAll('#headline-table tbody tr').length") >= 8
+        assert browser.evaluate("document.querySelectorAll('#forest-plot').length") == 1
+        shot = browser.screenshot(artifacts_dir(tmp_path) / "demo-report.png")
+    assert shot.stat().st_size > 10_000
