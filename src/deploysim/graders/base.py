@@ -137,7 +137,8 @@ def grader(name: str, *, behaviours: Sequence[str], offline: bool = True,
 
 
 def _load_builtins() -> None:
-    from deploysim.graders import classifiers, judge, rules  # noqa: F401  (decorators register)
+    from deploysim.agents import graders as agent_graders  # noqa: F401  (decorators register)
+    from deploysim.graders import classifiers, judge, rules  # noqa: F401
 
 
 def load_plugins() -> list[str]:

@@ -1,0 +1,125 @@
+"""One agent episode: from a user message, the candidate acts until it hands back (DESIGN rule 1).
+
+The candidate's calls go through ``DeploymentCaller`` (cache, retries, limits), its
+tool calls through the ``ToolResolver`` chain. Only this agent turn is generated:
+the logged user's next message was written to the old agent and is never replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from deploysim.models import DeploymentCaller
+from deploysim.schema import Message, Record, ReplayPoint
+from deploysim.toolsim.calls import infer_tool_specs
+from deploysim.toolsim.resolver import ToolAnswer, ToolResolver, tool_message
+
+Status = Literal["handed_back", "step_limit", "errored"]
+TURN_MODES = ("first-tool", "first", "all")
+
+
+def agent_turn_starts(record: Record, mode: str = "first-tool") -> list[int]:
+    """Indices of user messages that an agent turn follows; ``first-tool``: the first turn that calls tools."""
+    msgs = record.messages
+    starts = [i for i, m in enumerate(msgs) if m.role == "user" and i + 1 < len(msgs) and msgs[i + 1].role != "user"]
+    if mode == "all" or not starts:
+        return starts
+    if mode == "first":
+        return starts[:1]
+    for start in starts:
+        if logged_turn(record, start) and any(m.tool_calls for m in logged_turn(record, start)):
+            return [start]
+    return starts[:1]
+
+
+def logged_turn(record: Record, start: int) -> list[Message]:
+    """What the logged agent did from ``start`` until the next user message."""
+    out = []
+    for message in record.messages[start + 1:]:
+        if message.role == "user":
+            break
+        out.append(message)
+    return out
+
+
+def episode_id(record: Record, start: int) -> str:
+    return f"{record.id}@{start}"
+
+
+@dataclass
+class EpisodeResult:
+    episode_id: str
+    record_id: str
+    start: int
+    status: Status
+    messages: list[Message]  # the whole conversation: logged prefix then the candidate's turn
+    answers: list[ToolAnswer] = field(default_factory=list)
+    steps: int = 0
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_steps: int = 0
+
+    @property
+    def final_text(self) -> str:
+        last = self.messages[-1] if self.messages else None
+        return last.text() if last is not None and last.role == "assistant" and not last.tool_calls else ""
+
+    def by_source(self) -> dict[str, int]:
+        from deploysim.toolsim.resolver import SOURCES
+
+        counts = dict.fromkeys(SOURCES, 0)
+        for answer in self.answers:
+            counts[answer.source] += 1
+        return counts
+
+    def journal_row(self) -> dict[str, Any]:
+        return {"episode_id": self.episode_id, "record_id": self.record_id, "start": self.start,
+                "status": self.status, "error": self.error, "steps": self.steps, "tool_calls": len(self.answers),
+                "tool_calls_by_source": self.by_source(),
+                "tool_errors": sum(1 for a in self.answers if a.error is not None),
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cached_steps": self.cached_steps}
+
+    def transcript(self) -> dict[str, Any]:
+        return {**self.journal_row(),
+                "messages": [m.model_dump(exclude_defaults=True) for m in self.messages],
+                "tool_answers": [{"tool_call_id": a.call.id, "tool": a.call.name, "arguments": a.call.arguments,
+                                  "source": a.source, "kind": a.kind, "note": a.note, "error": a.error}
+                                 for a in self.answers]}
+
+
+async def run_episode(record: Record, start: int, caller: DeploymentCaller, resolver: ToolResolver,
+                      max_steps: int = 8) -> EpisodeResult:
+    tools = record.tools or infer_tool_specs(record.messages)
+    episode = resolver.start_episode(record, start)
+    conversation = list(record.messages[: start + 1])
+    result = EpisodeResult(episode_id(record, start), record.id, start, "step_limit", conversation)
+    for step in range(max_steps):
+        point = ReplayPoint(point_id=f"{result.episode_id}#{step}", record_id=record.id, turn_index=start,
+                            prefix=conversation, tools=tools)
+        generation = await caller.answer(point)
+        result.steps = step + 1
+        result.prompt_tokens += generation.usage.prompt_tokens
+        result.completion_tokens += generation.usage.completion_tokens
+        result.cached_steps += int(generation.cached)
+        if generation.error is not None:
+            result.status, result.error = "errored", f"candidate call failed: {generation.error}"
+            break
+        conversation.append(Message(role="assistant", content=generation.text, tool_calls=generation.tool_calls))
+        if not generation.tool_calls:
+            result.status = "handed_back"
+            break
+        failed = None
+        for call in generation.tool_calls:
+            answer = await resolver.resolve(episode, call, conversation)
+            result.answers.append(answer)
+            conversation.append(tool_message(answer))
+            if answer.error is not None and failed is None:
+                failed = answer.error
+        if failed is not None:
+            result.status, result.error = "errored", f"tool simulation failed: {failed}"
+            break
+    result.messages = conversation
+    return result

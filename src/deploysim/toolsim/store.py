@@ -1,0 +1,119 @@
+"""Prior-call store: every logged (tool, canonical arguments, output) pair, in SQLite with FTS5.
+
+Exact hits answer read-only calls made in the same world state (the same write
+history); BM25 neighbours (SQLite FTS5, no extra dependency) give the simulator real
+examples of the tool's output format. ``exclude_record`` keeps a trajectory from
+answering itself in leave-one-out measurements.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploysim.schema import Record
+from deploysim.toolsim.calls import ToolPolicy, canonical_args, logged_calls
+from deploysim.toolsim.overlay import write_state
+
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+
+
+@dataclass(frozen=True)
+class PriorCall:
+    tool: str
+    arguments: str
+    output: str
+    record_id: str
+
+
+class PriorCallStore:
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), check_same_thread=False)
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS calls (
+                id INTEGER PRIMARY KEY, tool TEXT NOT NULL, args TEXT NOT NULL, output TEXT NOT NULL,
+                state TEXT NOT NULL, record_id TEXT NOT NULL, context TEXT NOT NULL,
+                UNIQUE (record_id, tool, args, state));
+            CREATE INDEX IF NOT EXISTS calls_exact ON calls (tool, args, state);
+            CREATE VIRTUAL TABLE IF NOT EXISTS calls_fts USING fts5(
+                tool, args, context, content='calls', content_rowid='id');
+            CREATE TRIGGER IF NOT EXISTS calls_ai AFTER INSERT ON calls BEGIN
+                INSERT INTO calls_fts(rowid, tool, args, context) VALUES (new.id, new.tool, new.args, new.context);
+            END;
+            """
+        )
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT count(*) FROM calls").fetchone()[0]
+
+    def add_record(self, record: Record, policy: ToolPolicy) -> int:
+        """Ingest every answered call of a trajectory, each with the write history before it."""
+        writes: list[tuple[str, str]] = []
+        rows = []
+        last_user = ""
+        calls = logged_calls(record.messages)
+        by_index: dict[int, str] = {}
+        for i, message in enumerate(record.messages):
+            if message.role == "user":
+                last_user = message.text()
+            by_index[i] = last_user
+        for logged in calls:
+            args = canonical_args(logged.call.arguments)
+            if logged.output is not None:
+                rows.append((logged.call.name, args, logged.output, write_state(writes), record.id,
+                             by_index.get(logged.index, "")[:500]))
+            if policy.kind(logged.call.name) != "read":
+                writes.append((logged.call.name, args))
+        with self.db:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO calls (tool, args, output, state, record_id, context) VALUES (?,?,?,?,?,?)",
+                rows)
+        return len(rows)
+
+    def add_records(self, records: Iterable[Record], policy: ToolPolicy) -> int:
+        return sum(self.add_record(r, policy) for r in records)
+
+    def exact(self, tool: str, arguments: str, state: str, exclude_record: str | None = None) -> str | None:
+        """The most frequent logged output of this exact call in this world state, or None."""
+        row = self.db.execute(
+            "SELECT output, count(*) AS n FROM calls WHERE tool = ? AND args = ? AND state = ? AND record_id != ? "
+            "GROUP BY output ORDER BY n DESC, min(id) LIMIT 1",
+            (tool, canonical_args(arguments), state, exclude_record or ""),
+        ).fetchone()
+        return row[0] if row else None
+
+    def neighbours(self, tool: str, arguments: str, k: int = 3, exclude_record: str | None = None,
+                   context: str = "") -> list[PriorCall]:
+        """Up to ``k`` prior calls of the same tool, nearest by BM25 over arguments and context."""
+        words = _WORD.findall(canonical_args(arguments) + " " + context)[:40]
+        rows: list[tuple[str, str, str, str]] = []
+        if words:
+            query = " OR ".join('"' + w.replace('"', "") + '"' for w in dict.fromkeys(words))
+            rows = self.db.execute(
+                "SELECT c.tool, c.args, c.output, c.record_id FROM calls_fts f JOIN calls c ON c.id = f.rowid "
+                "WHERE calls_fts MATCH ? AND c.tool = ? AND c.record_id != ? ORDER BY bm25(calls_fts) LIMIT ?",
+                (query, tool, exclude_record or "", k * 3),
+            ).fetchall()
+        if len(rows) < k:  # no word overlap: any examples of the tool still teach its format
+            rows += self.db.execute(
+                "SELECT tool, args, output, record_id FROM calls WHERE tool = ? AND record_id != ? LIMIT ?",
+                (tool, exclude_record or "", k * 3)).fetchall()
+        seen: set[tuple[str, str]] = set()
+        out: list[PriorCall] = []
+        for row in rows:
+            if (row[1], row[2]) in seen:
+                continue
+            seen.add((row[1], row[2]))
+            out.append(PriorCall(*row))
+            if len(out) == k:
+                break
+        return out
+
+    def close(self) -> None:
+        self.db.close()
