@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from deploysim._cli_common import fail, output_console
 from deploysim.config import ConfigError, SimConfig, load_config, validate_config
 from deploysim.models import ModelIdError
 from deploysim.replay import TURN_CHOICES
@@ -24,8 +25,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    sys.exit(code)
+    fail(message, code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -189,9 +189,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         table.add_row(name, d["model"], str(d["generations_ok"]), str(d["generations_error"]),
                       str(d["served_from_cache"]), f"{d['prompt_tokens']}/{d['completion_tokens']}",
                       f"{p50:.2f}s" if p50 is not None else "-")
-    out_console = Console(soft_wrap=True)
-    if not out_console.is_terminal:
-        out_console.width = max(out_console.width, 140)  # logs and pipes: do not squeeze the table
+    out_console = output_console()
     out_console.print(table)
     read = summary["records_read"]
     sampled = f", sampled {summary['records_sampled']}" if summary["records_sampled"] is not None else ""

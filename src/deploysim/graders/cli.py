@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deploysim._cli_common import fail, output_console
+
 err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    sys.exit(code)
+    fail(message, code)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -28,7 +28,7 @@ def _split(value: str | None) -> list[str] | None:
 
 def print_behaviour_rates(grading: dict[str, Any], console: Console | None = None) -> None:
     """Rates per behaviour (rows) and deployment (columns); errors shown, never hidden."""
-    console = console or Console()
+    console = console or output_console()
     rates = grading.get("rates") or {}
     deployments = sorted(rates, key=lambda d: (d != "logged", d))
     behaviours = sorted({b for d in rates.values() for b in d})
@@ -60,7 +60,7 @@ def list_cmd(show_behaviours: bool) -> None:
     """Registered graders (built-in and plugins) and the behaviours they decide."""
     from deploysim.graders import CATALOG, DEFAULT_GRADERS, registry
 
-    console = Console()
+    console = output_console()
     if show_behaviours:
         table = Table(title="behaviour catalog", title_justify="left")
         for col in ("behaviour", "title", "graders"):
@@ -106,7 +106,7 @@ def validate_cmd(labels_path: str, grader_names: str | None, judge: str | None, 
         table.add_row(escape(key), e["grader"], fmt(e.get("precision")), fmt(e.get("recall")),
                       fmt(e.get("false_positive_rate")), fmt(e.get("kappa")),
                       f"{e.get('n_positive', 0)}/{e.get('n_negative', 0)}", str(e["n_errors"]))
-    Console().print(table)
+    output_console().print(table)
     err.print(f"saved {out}", highlight=False)
 
 

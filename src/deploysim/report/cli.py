@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from deploysim._cli_common import fail, output_console
 from deploysim.stats.format import interval, pct, pp
 
 EXIT_ERROR = 2
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
-    sys.exit(EXIT_ERROR)
+    fail(message, EXIT_ERROR)
 
 
 @click.command("report")
@@ -84,7 +82,7 @@ def compare_cmd(run_a: str, run_b: str, as_json: bool, confidence: float) -> Non
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    console = Console()
+    console = output_console()
     for line in result["differences"]:
         console.print(line, highlight=False)
     table = Table(title=f"B - A ({confidence:.0%} intervals, unpaired)", title_justify="left")

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from deploysim._cli_common import output_console
 from deploysim.gate import EXIT_CODES, evaluate_gate
 from deploysim.stats.analysis import RunStats, analyse_run
 from deploysim.stats.format import interval, num, pct, pp, pvalue
@@ -29,7 +30,7 @@ def _run_stats(run: str, **kwargs: object) -> RunStats:
 
 
 def print_stats(stats: RunStats, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or output_console()
     rates = Table(title=f"rates ({stats.n_points} points, {stats.n_clusters} conversations, "
                         f"{stats.confidence:.0%} intervals)", title_justify="left")
     rates.add_column("behaviour")
@@ -111,7 +112,7 @@ def gate_cmd(run: str, policy: str, as_json: bool) -> None:
     if as_json:
         click.echo(result.to_json())
     else:
-        console = Console()
+        console = output_console()
         table = Table(title=f"gate: {result.verdict.upper()}", title_justify="left")
         for col in ("behaviour", "check", "threshold", "estimate", "interval", "outcome", "why"):
             table.add_column(col)
