@@ -197,8 +197,8 @@ class LocalEngine:
         if point.original is None or (done and generation_key(point.point_id, "logged", 0) in done):
             return
         self.store.journal(
-            Generation.model_construct(point_id=point.point_id, deployment="logged", text=point.original.content,
-                                       tool_calls=point.original.tool_calls, finish_reason="logged", attempts=0)
+            Generation(point_id=point.point_id, deployment="logged", text=point.original.content,
+                       tool_calls=point.original.tool_calls, finish_reason="logged", attempts=0)
         )
 
     async def _worker(self, caller: DeploymentCaller, queue: asyncio.Queue[Any], progress: RunProgress) -> None:

@@ -127,8 +127,7 @@ class DeploymentCaller:
         self.stats.ok += 1
         self.stats.prompt_tokens += output.usage.prompt_tokens
         self.stats.completion_tokens += output.usage.completion_tokens
-        # Every field below is already typed: skip re-validation on this hot path.
-        return Generation.model_construct(
+        return Generation(
             **base,
             text=output.text,
             tool_calls=output.tool_calls,
