@@ -7,6 +7,7 @@ import re
 import threading
 import urllib.error
 import urllib.request
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,23 @@ def test_viewer_serves_on_loopback_only(run: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_awareness_results_join_the_report_escaped(run: Path, tmp_path: Path) -> None:
+    """`deploysim awareness --run RUN` leaves awareness.json; the report shows it, escaped."""
+    import shutil
+
+    target = tmp_path / "with-awareness"
+    shutil.copytree(run, target)
+    results = json.loads((Path(__file__).parent / "fixtures" / "report" / "awareness.json").read_text())
+    results["probe"]["model"] = PAYLOADS[0]
+    for example, payload in zip(results["unparseable_examples"]["real"], PAYLOADS[1:5], strict=False):
+        example["text"] = payload
+    (target / "awareness.json").write_text(json.dumps(results))
+    html = build_report(target, n_boot=100)
+    assert '<section id="awareness">' in html
+    section = html[html.index('<section id="awareness">'):]
+    assert "Evaluation awareness" in section
+    for payload in PAYLOADS[:5]:
+        assert payload not in section  # only its escaped form
+    assert html_escape(PAYLOADS[0]) in section  # and it is shown

@@ -85,6 +85,7 @@ class LocalEngine:
         self.show_progress = show_progress
         self.skipped_done = 0
         self.skipped = SkippedInputs()
+        self._flush_pending = False
 
     def _inputs(self) -> Iterator[Record | Reject]:
         """Records to replay, de-identified after sampling (sampling reads only ids)."""
@@ -192,11 +193,22 @@ class LocalEngine:
                         await queues[deployment.name].put((point, sample))
         progress.set_totals({d.name: self.counts.points * d.samples for d in deployments})
 
+    def _journal(self, generation: Generation) -> None:
+        """Journal a finished call; one flush per event-loop iteration, before the loop waits again."""
+        self.store.journal(generation, flush=False)
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        self.store.flush_journal()
+
     def _journal_logged(self, point: ReplayPoint, done: set[str]) -> None:
         """What production said is the ``logged`` deployment's answer: no call, just a row."""
         if point.original is None or (done and generation_key(point.point_id, "logged", 0) in done):
             return
-        self.store.journal(
+        self._journal(
             Generation(point_id=point.point_id, deployment="logged", text=point.original.content,
                        tool_calls=point.original.tool_calls, finish_reason="logged", attempts=0)
         )
@@ -208,7 +220,7 @@ class LocalEngine:
                 return
             point, sample = job
             generation = await caller.answer(point, sample)
-            self.store.journal(generation)
+            self._journal(generation)
             progress.advance(caller.deployment.name)
 
 

@@ -274,12 +274,19 @@ def build_report(run_dir: Path, stats: RunStats | None = None, examples_per_cate
     if any(LOGGED == d for d in stats.deployments):
         deployments.append({"name": LOGGED, "model": "what production said"})
     env = Environment(autoescape=True)
+    awareness_html = Markup("")
+    if (run_dir / "awareness.json").is_file():  # written by `deploysim awareness --run RUN`
+        from deploysim.awareness import awareness_section
+
+        # awareness_section escapes every value it renders (tested in tests/test_report.py)
+        awareness_html = Markup(awareness_section(json.loads((run_dir / "awareness.json").read_text())))
     comps = [c for c in stats.comparisons if c.reference == reference] + [
         c for c in stats.comparisons if c.reference == LOGGED and reference != LOGGED]
     return env.from_string(TEMPLATE).render(
         title=run_dir.resolve().name, stats=stats, deployments=deployments, headline=headline,
         logged_rows=logged_rows, segments=segments, forest_svg=forest_svg(comps), data_json=safe_json(payload),
         css=Markup(CSS), js=Markup(JS), nonce=secrets.token_urlsafe(16), csp=csp, version=__version__,
+        awareness_html=awareness_html,
     )
 
 

@@ -250,16 +250,25 @@ class RunStore:
         self._rejects.write(reject.model_dump_json().encode() + b"\n")
         self._rejects.flush()
 
-    def journal(self, generation: Generation) -> None:
-        """Append one finished call; flushed at once so a SIGKILL right after loses nothing."""
+    def journal(self, generation: Generation, flush: bool = True) -> None:
+        """Append one finished call, flushed to the OS so a SIGKILL after the flush loses nothing.
+
+        ``flush=False`` lets an event loop coalesce the flushes of the calls that finished
+        in one iteration (see ``flush_journal``).
+        """
         assert self._journal is not None
         if generation.error is not None:
             self.journal_has_errors = True
         row = generation_row(generation)
         self._journal.write(orjson.dumps(row) + b"\n")
-        self._journal.flush()
+        if flush:
+            self._journal.flush()
         if self._generations is not None:
             self._generations.add(row)
+
+    def flush_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.flush()
 
     # -- resume ----------------------------------------------------------------------------
 
