@@ -50,7 +50,8 @@ def _tally(path: Path) -> dict[str, _Tally]:
             tally.prompt_tokens += int(pc.sum(ok["prompt_tokens"]).as_py() or 0)
             tally.completion_tokens += int(pc.sum(ok["completion_tokens"]).as_py() or 0)
             called = ok.filter(pc.invert(ok["cached"]))["latency_s"]
-            tally.latencies.append(called.to_numpy(zero_copy_only=False).astype(np.float32))
+            # to_pylist, not to_numpy: pyarrow's numpy path imports pandas (half a second)
+            tally.latencies.append(np.asarray(called.to_pylist(), dtype=np.float32))
     return tallies
 
 
