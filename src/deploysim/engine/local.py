@@ -9,10 +9,9 @@ run killed at any moment resumes without resending it (DESIGN rule 4).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from deploysim.sampling import UniformSample
 from deploysim.schema import SCHEMA_VERSION, Generation, Record, Reject, ReplayPoint
 from deploysim.sources import SkippedInputs, iter_inputs
 from deploysim.store import RunStore, generation_key
+from deploysim.store.journal import exclusive_lock
 
 _DONE = None
 
@@ -44,16 +44,10 @@ class InputCounts:
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
 
 
-@contextmanager
-def run_lock(root: Path) -> Iterator[None]:
+def run_lock(root: Path) -> AbstractContextManager[None]:
     """One process per run directory: a second one would corrupt the journal."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunLockedError(f"{root}: another deploysim process is using this run directory") from None
-        yield
+    return exclusive_lock(root / ".lock", RunLockedError,
+                          f"{root}: another deploysim process is using this run directory")
 
 
 def _reason_kind(reject: Reject) -> str:

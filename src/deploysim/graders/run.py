@@ -10,10 +10,9 @@ dropped (rule 3). ``verdicts.parquet`` is rebuilt from the journal at the end.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 from deploysim.graders.base import Decision, GradeItem, Grader, build_graders, to_verdicts
 from deploysim.schema import Message, ReplayPoint, ToolCall, Verdict
 from deploysim.store import read_points, write_verdicts
+from deploysim.store.journal import exclusive_lock
 
 #: The offline set ``deploysim demo`` and ``deploysim grade`` use by default: no network, no judge.
 DEFAULT_GRADERS: list[str] = [
@@ -40,15 +40,10 @@ class GradeLockedError(RuntimeError):
     pass
 
 
-@contextmanager
-def _grade_lock(root: Path) -> Iterator[None]:
+def _grade_lock(root: Path) -> AbstractContextManager[None]:
     # Separate from the engine's .lock: the engine calls grade_run while holding its own.
-    with open(root / ".grade.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GradeLockedError(f"{root}: another process is grading this run directory") from None
-        yield
+    return exclusive_lock(root / ".grade.lock", GradeLockedError,
+                          f"{root}: another process is grading this run directory")
 
 
 def _item_key(point_id: str, deployment: str, sample_index: int, grader: str, version: str) -> str:

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from pydantic import TypeAdapter
 
 from deploysim.schema import Generation, Message, Reject, ReplayPoint, Verdict
+from deploysim.store.journal import JsonlJournal
 
 BATCH_ROWS = 4096
 
@@ -198,7 +199,7 @@ class RunStore:
         self.rejects_path = self.root / "rejects.jsonl"
         self._points: _ColumnBatches | None = None
         self._rejects: IO[bytes] | None = None
-        self._journal: IO[bytes] | None = None
+        self._journal = JsonlJournal(self.journal_path, key="point_id")
         #: a first attempt writes generations.parquet as it goes; a resumed one rebuilds it
         self._generations: _ColumnBatches | None = None
         self._generations_final = False
@@ -217,14 +218,13 @@ class RunStore:
     def open_attempt(self) -> None:
         """Start (or restart) writing: derived files anew, the journal appended to."""
         (self.root / "journal").mkdir(parents=True, exist_ok=True)
-        self._repair_journal()
         self._points = _ColumnBatches(_ParquetOut(self.root / "points.parquet", POINT_SCHEMA))
         fresh = not self.journal_path.exists() or self.journal_path.stat().st_size == 0
         if fresh:  # each call is answered once per attempt: the journal's rows are final as written
             self._generations = _ColumnBatches(_ParquetOut(self.root / "generations.parquet", GENERATION_SCHEMA))
         self._generations_final = False
         self._rejects = open(self.rejects_path, "wb")
-        self._journal = open(self.journal_path, "ab")
+        self._journal.open()  # drops a final line cut short by a kill
 
     def close_attempt(self) -> int:
         """Close the attempt's files; returns the number of points written."""
@@ -232,11 +232,11 @@ class RunStore:
         if self._generations is not None:
             self._generations.close()
             self._generations_final = True
-        for handle in (self._rejects, self._journal):
-            if handle is not None:
-                handle.close()
+        self._journal.close()
+        if self._rejects is not None:
+            self._rejects.close()
         self._points = self._generations = None
-        self._rejects = self._journal = None
+        self._rejects = None
         return points
 
     # -- writing ---------------------------------------------------------------------------
@@ -256,40 +256,20 @@ class RunStore:
         ``flush=False`` lets an event loop coalesce the flushes of the calls that finished
         in one iteration (see ``flush_journal``).
         """
-        assert self._journal is not None
         if generation.error is not None:
             self.journal_has_errors = True
         row = generation_row(generation)
-        self._journal.write(orjson.dumps(row) + b"\n")
-        if flush:
-            self._journal.flush()
+        self._journal.append(row, flush=flush)
         if self._generations is not None:
             self._generations.add(row)
 
     def flush_journal(self) -> None:
-        if self._journal is not None:
-            self._journal.flush()
+        self._journal.flush()
 
     # -- resume ----------------------------------------------------------------------------
 
-    def _repair_journal(self) -> None:
-        """Drop a final line cut short by a kill, so the journal stays valid JSONL."""
-        if not self.journal_path.exists():
-            return
-        with open(self.journal_path, "rb+") as handle:
-            data = handle.read()
-            if not data or data.endswith(b"\n"):
-                return
-            cut = data.rfind(b"\n") + 1
-            handle.truncate(cut)
-
     def iter_journal(self) -> Iterator[dict[str, Any]]:
-        if not self.journal_path.exists():
-            return
-        with open(self.journal_path, "rb") as handle:
-            for line in handle:
-                if line.endswith(b"\n"):
-                    yield orjson.loads(line)
+        return self._journal.rows()
 
     def done_keys(self) -> set[str]:
         """Calls that finished well in an earlier attempt; errors are tried again on resume."""
