@@ -389,3 +389,39 @@ def test_simulator_prompt_sections_and_cleaning() -> None:
         assert section in text
     assert clean_output('```json\n{"a": 1}\n```') == '{"a": 1}'
     assert clean_output("Output: <tool_response>x</tool_response>") == "x"
+
+
+def test_store_hit_from_another_trajectory_gets_this_episodes_surrogates() -> None:
+    """A prior real output carries PII of the same customer; the episode must see *its own* surrogates."""
+    from deploysim.agents.run import deidentifiers
+
+    deid, deid_text = deidentifiers({"mode": "surrogate", "presidio": False})
+    raw_out = '{"user": "u1", "email": "jane.doe@corp-mail.com", "phone": "+1 415 555 0134"}'
+
+    def traj(rid: str, line: int, with_call: bool) -> Record:
+        msgs = [Message(role="user", content="I am jane.doe@corp-mail.com, look up u1")]
+        if with_call:
+            msgs += [Message(role="assistant", tool_calls=[ToolCall(id="c1", name="get_user",
+                                                                    arguments='{"id": "u1"}')]),
+                     Message(role="tool", tool_call_id="c1", content=raw_out)]
+        return Record(id=rid, source_file="t.jsonl", source_line=line, messages=msgs)
+
+    policy = ToolPolicy.from_config({"read": ["get_user"]})
+    other_raw, mine_raw = traj("other", 1, True), traj("mine", 2, False)
+    other, mine = deid(other_raw), deid(mine_raw)
+    assert "jane.doe@corp-mail.com" not in other.messages[-1].text()
+    store = PriorCallStore()
+    store.add_record(other, policy, raw=other_raw)
+    resolver = ToolResolver(policy=policy, store=store, affordances=parse_affordances("store"), deid=deid_text)
+    episode = resolver.start_episode(mine, 0)
+    answer = run(resolver.resolve(episode, call("get_user", {"id": "u1"}), mine.messages))
+    assert answer.source == "store"
+    assert "jane.doe@corp-mail.com" not in answer.output  # never the raw value
+    assert answer.output == deid_text(mine, raw_out)  # this record's surrogates ...
+    assert answer.output != other.messages[-1].text()  # ... not the other trajectory's
+    mine_email = mine.messages[0].text().split()[2].rstrip(",")
+    assert mine_email in answer.output  # consistent with what the user said in this episode
+    # without a raw column (store built from de-identified records only) the old behaviour remains
+    plain = PriorCallStore()
+    plain.add_record(other, policy)
+    assert plain.exact_hit("get_user", '{"id": "u1"}', episode.overlay.state()) == (other.messages[-1].text(), False)

@@ -4,7 +4,8 @@ Layout::
 
     config.json                  resolved configuration (what --resume re-reads)
     rejects.jsonl                inputs that are not usable trajectories
-    prior_calls.sqlite           the prior-call store (derived: rebuilt each attempt)
+    prior_calls.sqlite           the prior-call store (derived: rebuilt each attempt; only with privacy
+                                 off — it holds raw outputs, so otherwise it lives in memory)
     journal/episodes.jsonl       one line per finished episode (the resume journal)
     transcripts/<episode>.json   full conversation + the source of every tool answer
     verdicts.parquet             agent graders on the candidate's and the logged turn
@@ -20,7 +21,7 @@ import asyncio
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,13 @@ def deidentifiers(privacy: dict[str, Any]) -> tuple[Callable[[Record], Record], 
     return deid, text
 
 
-def iter_trajectories(paths: list[str], deid: Callable[[Record], Record], rejects: list[Reject] | None = None,
-                      tools_file: str | None = None) -> Iterator[Record]:
-    """De-identified records; those without tool specs get ``tools_file``'s (else they are inferred later)."""
+def iter_trajectory_pairs(paths: list[str], deid: Callable[[Record], Record], rejects: list[Reject] | None = None,
+                          tools_file: str | None = None) -> Iterator[tuple[Record, Record]]:
+    """(de-identified, raw) records; those without tool specs get ``tools_file``'s (else inferred later).
+
+    The raw record never leaves the process: it only feeds the in-memory prior-call store,
+    whose exact hits are de-identified in the asking episode's record context.
+    """
     tools = orjson.loads(Path(tools_file).read_bytes()) if tools_file else None
     for item in iter_inputs(paths, "auto"):
         if isinstance(item, Reject):
@@ -108,7 +113,14 @@ def iter_trajectories(paths: list[str], deid: Callable[[Record], Record], reject
             continue
         if tools and not item.tools:
             item.tools = tools
-        yield deid(item)
+        yield deid(item), item
+
+
+def iter_trajectories(paths: list[str], deid: Callable[[Record], Record], rejects: list[Reject] | None = None,
+                      tools_file: str | None = None) -> Iterator[Record]:
+    """De-identified records; those without tool specs get ``tools_file``'s (else they are inferred later)."""
+    for clean, _raw in iter_trajectory_pairs(paths, deid, rejects, tools_file):
+        yield clean
 
 
 def _safe_name(text: str) -> str:
@@ -116,7 +128,7 @@ def _safe_name(text: str) -> str:
     return f"{short}-{hashlib.blake2b(text.encode(), digest_size=4).hexdigest()}"
 
 
-def build_resolver(config: AgentRunConfig, records: list[Record] | Iterator[Record], store_path: Path | str,
+def build_resolver(config: AgentRunConfig, records: Iterable[Record | tuple[Record, Record]], store_path: Path | str,
                    simulator: LLMToolSimulator | None, deid_text: Callable[[Record, str], str] | None,
                    leave_one_out: bool = False, affordances: str | None = None) -> ToolResolver:
     connector_cfg, base, tool_cfg = load_connector_config(config.connectors)
@@ -152,15 +164,18 @@ async def _run(config: AgentRunConfig, root: Path, resume: bool) -> dict[str, An
     rejects: list[Reject] = []
     records_read = 0
 
-    def prior_records() -> Iterator[Record]:
+    def prior_records() -> Iterator[tuple[Record, Record]]:
         nonlocal records_read
-        for record in iter_trajectories(config.data, deid, rejects, config.tools_file):
+        for pair in iter_trajectory_pairs(config.data, deid, rejects, config.tools_file):
             records_read += 1
-            yield record
+            yield pair
         if config.prior:
-            yield from iter_trajectories(config.prior, deid, tools_file=config.tools_file)
+            yield from iter_trajectory_pairs(config.prior, deid, tools_file=config.tools_file)
 
-    resolver = build_resolver(config, prior_records(), root / "prior_calls.sqlite",
+    # The store holds raw outputs (re-de-identified per episode on a hit): memory only, never the
+    # run directory, unless privacy is off.
+    store_path = root / "prior_calls.sqlite" if deid_text is None else ":memory:"
+    resolver = build_resolver(config, prior_records(), store_path,
                               LLMToolSimulator(sim_caller) if sim_caller else None, deid_text)
     (root / "transcripts").mkdir(parents=True, exist_ok=True)
     (root / "rejects.jsonl").write_bytes(b"".join(r.model_dump_json().encode() + b"\n" for r in rejects))

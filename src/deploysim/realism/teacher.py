@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from deploysim.agents.run import AgentRunConfig, build_resolver, deidentifiers, iter_trajectories, simulator_caller
+from deploysim.agents.run import (
+    AgentRunConfig,
+    build_resolver,
+    deidentifiers,
+    iter_trajectories,
+    iter_trajectory_pairs,
+    simulator_caller,
+)
 from deploysim.engine.local import run_lock
 from deploysim.models import CallCache, default_cache_path
 from deploysim.schema import Record
@@ -52,7 +59,9 @@ async def _simulate(config: AgentRunConfig, out: Path, affordances: str) -> dict
     def records() -> Iterator[Record]:
         return iter_trajectories(config.data, deid, tools_file=config.tools_file)
 
-    resolver = build_resolver(config, records(), ":memory:", LLMToolSimulator(sim_caller) if sim_caller else None,
+    # (de-identified, raw) pairs: store hits are re-de-identified in the asking record's context
+    pairs = iter_trajectory_pairs(config.data, deid, tools_file=config.tools_file)
+    resolver = build_resolver(config, pairs, ":memory:", LLMToolSimulator(sim_caller) if sim_caller else None,
                               deid_text, leave_one_out=True, affordances=affordances)
     try:
         with journal:

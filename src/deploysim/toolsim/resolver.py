@@ -116,9 +116,11 @@ class ToolResolver:
                     return ToolAnswer(call, output, "replay", kind)
         exclude = episode.record.id if self.leave_one_out else None
         if "store" in self.affordances and kind == "read" and self.store is not None:
-            hit = self.store.exact(call.name, call.arguments, state, exclude_record=exclude)
+            hit = self.store.exact_hit(call.name, call.arguments, state, exclude_record=exclude)
             if hit is not None:
-                return ToolAnswer(call, hit, "store", kind)
+                output, is_raw = hit  # a raw prior output gets this episode's surrogates, like connector data
+                return ToolAnswer(call, self.deid(episode.record, output) if is_raw and self.deid else output,
+                                  "store", kind)
         notes: list[str] = []
         snapshot: list[str] = []
         if "connectors" in self.affordances and kind != "shell":

@@ -4,6 +4,13 @@ Exact hits answer read-only calls made in the same world state (the same write
 history); BM25 neighbours (SQLite FTS5, no extra dependency) give the simulator real
 examples of the tool's output format. ``exclude_record`` keeps a trajectory from
 answering itself in leave-one-out measurements.
+
+Privacy: ``output`` is the de-identified text (what prompts may show). With
+``raw=`` at ingest, exact hits return the *raw* output instead, so the resolver can
+de-identify it in the asking episode's own record context: another trajectory's
+surrogates (a different fake address for the same customer) would otherwise leak into
+the episode — inconsistent within the record (DESIGN rule 2) and a tell. Raw outputs
+are PII: keep such a store in memory (the default path).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ class PriorCallStore:
             """
             CREATE TABLE IF NOT EXISTS calls (
                 id INTEGER PRIMARY KEY, tool TEXT NOT NULL, args TEXT NOT NULL, output TEXT NOT NULL,
-                state TEXT NOT NULL, record_id TEXT NOT NULL, context TEXT NOT NULL,
+                state TEXT NOT NULL, record_id TEXT NOT NULL, context TEXT NOT NULL, raw_output TEXT,
                 UNIQUE (record_id, tool, args, state));
             CREATE INDEX IF NOT EXISTS calls_exact ON calls (tool, args, state);
             CREATE VIRTUAL TABLE IF NOT EXISTS calls_fts USING fts5(
@@ -52,41 +59,62 @@ class PriorCallStore:
     def __len__(self) -> int:
         return self.db.execute("SELECT count(*) FROM calls").fetchone()[0]
 
-    def add_record(self, record: Record, policy: ToolPolicy) -> int:
-        """Ingest every answered call of a trajectory, each with the write history before it."""
+    def add_record(self, record: Record, policy: ToolPolicy, raw: Record | None = None) -> int:
+        """Ingest every answered call of a trajectory, each with the write history before it.
+
+        ``raw``: the same trajectory before de-identification; its outputs answer exact hits.
+        """
         writes: list[tuple[str, str]] = []
         rows = []
         last_user = ""
         calls = logged_calls(record.messages)
+        raw_calls = logged_calls(raw.messages) if raw is not None else []
+        if raw is not None and [c.index for c in raw_calls] != [c.index for c in calls]:
+            raise ValueError(f"{record.id}: raw and de-identified trajectories differ in structure")
+        raw_outputs = [c.output for c in raw_calls] if raw is not None else [None] * len(calls)
         by_index: dict[int, str] = {}
         for i, message in enumerate(record.messages):
             if message.role == "user":
                 last_user = message.text()
             by_index[i] = last_user
-        for logged in calls:
+        for logged, raw_output in zip(calls, raw_outputs, strict=True):
             args = canonical_args(logged.call.arguments)
             if logged.output is not None:
                 rows.append((logged.call.name, args, logged.output, write_state(writes), record.id,
-                             by_index.get(logged.index, "")[:500]))
+                             by_index.get(logged.index, "")[:500], raw_output))
             if policy.kind(logged.call.name) != "read":
                 writes.append((logged.call.name, args))
         with self.db:
             self.db.executemany(
-                "INSERT OR IGNORE INTO calls (tool, args, output, state, record_id, context) VALUES (?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO calls (tool, args, output, state, record_id, context, raw_output) "
+                "VALUES (?,?,?,?,?,?,?)",
                 rows)
         return len(rows)
 
-    def add_records(self, records: Iterable[Record], policy: ToolPolicy) -> int:
-        return sum(self.add_record(r, policy) for r in records)
+    def add_records(self, records: Iterable[Record | tuple[Record, Record]], policy: ToolPolicy) -> int:
+        """Records, or (de-identified, raw) pairs of the same record."""
+        return sum(self.add_record(r[0], policy, raw=r[1]) if isinstance(r, tuple) else self.add_record(r, policy)
+                   for r in records)
 
-    def exact(self, tool: str, arguments: str, state: str, exclude_record: str | None = None) -> str | None:
-        """The most frequent logged output of this exact call in this world state, or None."""
+    def exact_hit(self, tool: str, arguments: str, state: str,
+                  exclude_record: str | None = None) -> tuple[str, bool] | None:
+        """(output, is_raw): the most frequent logged output of this exact call in this state, or None.
+
+        ``is_raw``: the output is the raw text (ingested with ``raw=``) and must be de-identified
+        by the caller; otherwise it is the de-identified text of the trajectory it came from.
+        """
         row = self.db.execute(
-            "SELECT output, count(*) AS n FROM calls WHERE tool = ? AND args = ? AND state = ? AND record_id != ? "
-            "GROUP BY output ORDER BY n DESC, min(id) LIMIT 1",
+            "SELECT coalesce(raw_output, output), raw_output IS NOT NULL, count(*) AS n FROM calls "
+            "WHERE tool = ? AND args = ? AND state = ? AND record_id != ? "
+            "GROUP BY 1, 2 ORDER BY n DESC, min(id) LIMIT 1",
             (tool, canonical_args(arguments), state, exclude_record or ""),
         ).fetchone()
-        return row[0] if row else None
+        return (row[0], bool(row[1])) if row else None
+
+    def exact(self, tool: str, arguments: str, state: str, exclude_record: str | None = None) -> str | None:
+        """The most frequent logged output of this exact call in this world state, or None (see ``exact_hit``)."""
+        hit = self.exact_hit(tool, arguments, state, exclude_record)
+        return hit[0] if hit else None
 
     def neighbours(self, tool: str, arguments: str, k: int = 3, exclude_record: str | None = None,
                    context: str = "") -> list[PriorCall]:
