@@ -8,6 +8,7 @@ what guarantees a killed run does not resend a finished call.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import time
@@ -15,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import TypeAdapter
 
 from deploysim.models._base import ModelOutput
-from deploysim.models.openai_api import to_openai_messages
-from deploysim.schema import GenerationParams, Message, ToolCall, Usage, content_hash
+from deploysim.schema import GenerationParams, Message, ToolCall, Usage, canonical_json
 
-COMMIT_EVERY = 64
-COMMIT_SECONDS = 0.5
+COMMIT_EVERY = 1024
+COMMIT_SECONDS = 1.0
 
 
 def default_cache_path() -> Path:
@@ -31,17 +32,20 @@ def default_cache_path() -> Path:
     return Path(root) / "calls.sqlite"
 
 
+_MESSAGES = TypeAdapter(list[Message])
+
+
 def call_key(identity: dict[str, Any], messages: list[Message], params: GenerationParams,
              tools: list[dict[str, Any]], sample_index: int) -> str:
-    return content_hash(
-        {
-            "identity": identity,
-            "messages": to_openai_messages(messages),
-            "params": params.model_dump(),
-            "tools": tools,
-            "sample": sample_index,
-        }
-    )
+    """sha256 over canonical JSON of everything that decides the answer.
+
+    Messages are serialised by pydantic in field order (deterministic, and the hot part,
+    so done in Rust); the small parts go through sorted-key JSON.
+    """
+    digest = hashlib.sha256(canonical_json([identity, params.model_dump(), tools, sample_index]))
+    digest.update(b"\x00")
+    digest.update(_MESSAGES.dump_json(messages))
+    return digest.hexdigest()
 
 
 class CallCache:
