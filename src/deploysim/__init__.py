@@ -4,10 +4,11 @@ Replay real production conversations against a candidate deployment, grade what 
 does, and predict how each undesired behaviour's rate will move once it ships.
 """
 
-from deploysim.config import SimConfig, load_config
-from deploysim.engine import run_simulation
-from deploysim.models import ModelClient, get_model, model_provider
-from deploysim.replay import replay_points
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
 from deploysim.schema import (
     SCHEMA_VERSION,
     Deployment,
@@ -21,11 +22,27 @@ from deploysim.schema import (
     Usage,
     Verdict,
 )
-from deploysim.sources import detect_format, iter_inputs, iter_records
-from deploysim.store import read_generations, read_points, read_verdicts, write_verdicts
+
+#: The rest of the public API, imported on first use (the engine pulls in pyarrow and
+#: numpy; a CLI command that does not need them should not wait for them).
+_LAZY = {
+    "SimConfig": "deploysim.config",
+    "load_config": "deploysim.config",
+    "run_simulation": "deploysim.engine",
+    "ModelClient": "deploysim.models",
+    "get_model": "deploysim.models",
+    "model_provider": "deploysim.models",
+    "replay_points": "deploysim.replay",
+    "detect_format": "deploysim.sources",
+    "iter_inputs": "deploysim.sources",
+    "iter_records": "deploysim.sources",
+    "read_generations": "deploysim.store",
+    "read_points": "deploysim.store",
+    "read_verdicts": "deploysim.store",
+    "write_verdicts": "deploysim.store",
+}
 
 __all__ = [
-    "SCHEMA_VERSION",
     "Deployment",
     "Generation",
     "GenerationParams",
@@ -34,6 +51,7 @@ __all__ = [
     "Record",
     "Reject",
     "ReplayPoint",
+    "SCHEMA_VERSION",
     "SimConfig",
     "ToolCall",
     "Usage",
@@ -51,3 +69,9 @@ __all__ = [
     "run_simulation",
     "write_verdicts",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deploysim' has no attribute {name!r}")

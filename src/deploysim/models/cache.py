@@ -12,6 +12,7 @@ import hashlib
 import os
 import sqlite3
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,30 +50,39 @@ def call_key(identity: dict[str, Any], messages: list[Message], params: Generati
 
 
 class CallCache:
-    """Reads hit the database or the not-yet-flushed batch; writes go out in short transactions.
+    """Reads hit the database or a not-yet-written batch; batches are written by one thread.
 
-    The write lock is held only while a batch is flushed, so several runs (or a run and
-    a grader) can share one cache file. A cache failure never fails a run: the cache
-    is an optimisation, the journal is the guarantee.
+    The write lock is held only while a batch is written, so several runs (or a run and
+    a grader) can share one cache file; writing on a thread of its own keeps SQLite's
+    work (it releases the GIL) off the event loop. A cache failure never fails a run:
+    the cache is an optimisation, the journal is the guarantee.
     """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = self._connect()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, output BLOB NOT NULL, created REAL NOT NULL)"
         )
+        self._writer_db: sqlite3.Connection | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploysim-cache")
+        self._writing: Future[None] | None = None
         self._pending: dict[str, bytes] = {}
+        self._in_flight: dict[str, bytes] = {}
         self._last_flush = time.monotonic()
         self.hits = 0
         self.misses = 0
         self.failures = 0
 
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
     def get(self, key: str) -> ModelOutput | None:
-        blob = self._pending.get(key)
+        blob = self._pending.get(key) or self._in_flight.get(key)
         if blob is None:
             try:
                 row = self._db.execute("SELECT output FROM calls WHERE key = ?", (key,)).fetchone()
@@ -99,27 +109,50 @@ class CallCache:
                 "text": output.text,
                 "tool_calls": [c.model_dump() for c in output.tool_calls],
                 "finish_reason": output.finish_reason,
-                "usage": output.usage.model_dump(),
+                "usage": {"prompt_tokens": output.usage.prompt_tokens,
+                          "completion_tokens": output.usage.completion_tokens},
                 "prompt_truncated": output.prompt_truncated,
             }
         )
         if len(self._pending) >= COMMIT_EVERY or time.monotonic() - self._last_flush > COMMIT_SECONDS:
-            self.flush()
+            self.flush(wait=False)
 
-    def flush(self) -> None:
-        if not self._pending:
-            return
+    def flush(self, wait: bool = True) -> None:
+        """Hand the pending batch to the writer thread (one batch in flight at a time).
+
+        ``wait=True`` returns once it is in the database, for callers that need that.
+        """
+        if self._writing is not None:
+            self._writing.result()
+            self._writing = None
+            self._in_flight = {}
+        if self._pending:
+            self._in_flight, self._pending = self._pending, {}
+            self._writing = self._writer.submit(self._write, self._in_flight)
+            self._last_flush = time.monotonic()
+        if wait and self._writing is not None:
+            self._writing.result()
+            self._writing = None
+            self._in_flight = {}
+
+    def _write(self, batch: dict[str, bytes]) -> None:
         now = time.time()
         try:
-            with self._db:  # one short transaction
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)",
-                                     [(k, v, now) for k, v in self._pending.items()])
+            if self._writer_db is None:
+                self._writer_db = self._connect()
+            with self._writer_db:  # one short transaction
+                self._writer_db.execute("BEGIN IMMEDIATE")
+                self._writer_db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?)",
+                                            [(k, v, now) for k, v in batch.items()])
         except sqlite3.Error:
             self.failures += 1
-        self._pending.clear()
-        self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        self.flush()
+        self.flush(wait=True)
+        self._writer.submit(self._close_writer).result()
+        self._writer.shutdown()
         self._db.close()
+
+    def _close_writer(self) -> None:
+        if self._writer_db is not None:
+            self._writer_db.close()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import openai
-
 from deploysim.models._base import ModelCallError, ModelIdError, ModelOutput, model_provider
 from deploysim.schema import GenerationParams, Message, ToolCall, Usage
 
@@ -48,6 +46,8 @@ def retry_after_seconds(headers: Any) -> float | None:
 
 def classify_openai_error(exc: Exception) -> ModelCallError:
     """Map SDK exceptions to retryable or final, keeping Retry-After; messages hold no payloads."""
+    import openai
+
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         return ModelCallError(
@@ -69,6 +69,8 @@ class OpenAICompatibleModel:
         self.base_url = base_url
         self.provider = provider
         self.model_id = f"{provider}/{model}" + (f"@{base_url}" if provider == "openai-compatible" else "")
+        import openai  # imported on first use: it costs a second at start-up
+
         # Retries are the engine's (uniform across providers, counted, honouring Retry-After).
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0)
 
