@@ -47,14 +47,29 @@ class SimConfig(BaseModel):
         return self
 
 
+def read_yaml(path: Path, what: str, error: type[Exception]) -> Any:
+    """A YAML file's content, or ``error`` naming the file and what it was meant to be."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: {what} is not valid YAML: {exc}") from None
+
+
+def validation_problems(exc: ValidationError, prefix: str = "") -> str:
+    """Pydantic errors as ``field.path: message; ...`` without the offending input (it may be PII)."""
+    return "; ".join(
+        f"{prefix}{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    )
+
+
 def load_config(path: Path) -> SimConfig:
     """YAML -> SimConfig; relative data paths and system-prompt files resolve against the file."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, "config file", ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = Path(path).parent
@@ -70,9 +85,7 @@ def validate_config(raw: dict[str, Any], where: str = "config") -> SimConfig:
     try:
         return SimConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ConfigError(f"{where}: {problems}") from None
 
 

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from deploysim.config import read_yaml, validation_problems
 from deploysim.stats.analysis import RunStats, analyse_run
 
 PASS, FAIL, INCONCLUSIVE, ERROR = "pass", "fail", "inconclusive", "error"
@@ -65,15 +65,11 @@ class GatePolicy(BaseModel):
 
 
 def load_policy(path: Path) -> GatePolicy:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise GatePolicyError(f"{path}: cannot read policy: {exc}") from exc
+    raw = read_yaml(path, "gate policy", GatePolicyError)
     try:
         return GatePolicy.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise GatePolicyError(f"{path}: invalid policy: {problems}") from exc
+        raise GatePolicyError(f"{path}: invalid policy: {validation_problems(exc)}") from exc
 
 
 @dataclass

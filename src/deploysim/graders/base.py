@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import yaml
-
 from deploysim.schema import Message, ToolCall, Verdict
 
 ENTRY_POINT_GROUP = "deploysim.graders"
@@ -212,12 +210,9 @@ def parse_grader_entries(entries: Sequence[str | dict[str, Any]]) -> list[Grader
 
 def load_grader_yaml(path: Path) -> list[GraderConfig]:
     """A YAML file: ``graders: [name | {name: ..., params: {...}}]``."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise GraderError(f"{path}: graders config not found") from None
-    except yaml.YAMLError as exc:
-        raise GraderError(f"{path}: not valid YAML: {exc}") from None
+    from deploysim.config import read_yaml
+
+    raw = read_yaml(path, "graders config", GraderError)
     entries = raw.get("graders") if isinstance(raw, dict) else raw
     if not isinstance(entries, list):
         raise GraderError(f"{path}: expected 'graders:' with a list")

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from deploysim.config import validation_problems
 from deploysim.privacy.deidentify import Deidentifier, PrivacyConfig, PrivacyError
 from deploysim.schema import Record
 
@@ -28,8 +29,7 @@ def parse_privacy_config(cfg: dict[str, Any] | PrivacyConfig | None) -> PrivacyC
     try:
         return PrivacyConfig.model_validate(cfg or {})
     except ValidationError as exc:
-        problems = "; ".join(f"privacy.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise PrivacyError(problems) from None
+        raise PrivacyError(validation_problems(exc, prefix="privacy.")) from None
 
 
 def build_deidentifier(cfg: dict[str, Any] | PrivacyConfig | None) -> Callable[[Record], Record]:
