@@ -91,21 +91,20 @@ class LocalEngine:
             return iter_inputs(config.data, config.format, max_message_chars=config.max_message_chars,
                                skipped=self.skipped)
 
-        if config.sample is None:
-            selected: Iterator[Record | Reject] = open_inputs()
-        else:
-            sample = UniformSample(open_inputs, config.sample, config.seed)
-            selected = iter(sample)
-        if config.sample is not None:
+        sample = UniformSample(open_inputs, config.sample, config.seed) if config.sample is not None else None
+        if sample is not None:
             self.counts.records_sampled = 0
-        for item in selected:
-            if isinstance(item, Record):
-                if config.sample is not None:
-                    self.counts.records_sampled += 1  # type: ignore[operator]
-                yield deidentify(item) if deidentify is not None else item
-            else:
+        for item in iter(sample) if sample is not None else open_inputs():
+            if isinstance(item, Reject):
                 yield item
-        if config.sample is not None:
+                continue
+            if sample is None:
+                self.counts.records_read += 1
+                self.counts.records_accepted += 1
+            else:
+                self.counts.records_sampled += 1  # type: ignore[operator]
+            yield deidentify(item) if deidentify is not None else item
+        if sample is not None:  # the sampler's first pass saw every accepted record
             self.counts.records_accepted = sample.total_accepted
             self.counts.records_read += sample.total_accepted
 
@@ -118,9 +117,6 @@ class LocalEngine:
 
     def _points_of(self, record: Record) -> list[ReplayPoint]:
         # Sources already rejected records with nothing to replay, so this cannot fail.
-        if self.config.sample is None:
-            self.counts.records_read += 1
-            self.counts.records_accepted += 1
         return replay_points(record, self.config.turn, self.config.seed)
 
     async def run(self, resume: bool = False) -> dict[str, Any]:
