@@ -31,6 +31,7 @@ class Seen:
     attempt: int
     outcome: str  # "ok" or a fault name
     at: float = 0.0
+    body: dict = field(default_factory=dict)  # the whole request (messages, response_format, ...)
 
 
 @dataclass
@@ -85,7 +86,8 @@ class LoopbackProxy:
             attempt = self._attempts[digest]
         fault = self.rule(body, attempt) if self.rule else None
         with self.log.lock:
-            self.log.seen.append(Seen(last_user_text(body), digest, attempt, fault or "ok", time.monotonic()))
+            self.log.seen.append(Seen(last_user_text(body), digest, attempt, fault or "ok", time.monotonic(),
+                                      body))
         return fault or "ok", attempt
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

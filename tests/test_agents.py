@@ -222,3 +222,155 @@ def test_agents_run_with_local_model_as_candidate_and_simulator(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["episodes"] == 1 and summary["reconciled"]
+
+
+# -- forced tool use (tool_choice="required") ---------------------------------------------------
+
+
+class Recording:
+    """A FAKE inner model that records what it was asked and answers with a fixed text."""
+
+    def __init__(self, text: str) -> None:
+        self.model_id = "scripted/recording"
+        self.text = text
+        self.seen: list[tuple[list[Message], GenerationParams]] = []
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"provider": "scripted", "model": "recording"}
+
+    async def generate(self, messages: list[Message], params: GenerationParams, tools: list) -> ModelOutput:
+        self.seen.append((messages, params))
+        return ModelOutput(text=self.text, finish_reason="stop")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_required_tool_choice_asks_for_a_schema_bound_call_and_parses_it() -> None:
+    from deploysim.agents.toolformat import MAX_STRING_CHARS, tool_call_schema
+
+    schema = tool_call_schema(TOOLS)
+    names = [option["properties"]["name"]["const"] for option in schema["anyOf"]]
+    assert sorted(names) == sorted(t["function"]["name"] for t in TOOLS)
+    user = next(o for o in schema["anyOf"] if o["properties"]["name"]["const"] == "get_user_details")
+    assert user["additionalProperties"] is False
+    assert user["properties"]["arguments"]["properties"]["user_id"]["maxLength"] == MAX_STRING_CHARS
+    inner = Recording('{"name": "get_user_details", "arguments": {"user_id": "mia_li_3668"}}')
+    client = PromptToolClient(inner)
+    messages = [Message(role="system", content="POLICY"), Message(role="user", content="hi")]
+    out = asyncio.run(client.generate(messages, GenerationParams(tool_choice="required"), TOOLS))
+    assert [(c.name, json.loads(c.arguments)) for c in out.tool_calls] == [("get_user_details",
+                                                                            {"user_id": "mia_li_3668"})]
+    sent_messages, sent_params = inner.seen[-1]
+    assert sent_params.response_format == {"type": "json_object", "schema": schema}
+    assert sent_params.tool_choice is None and "Call exactly one tool now" in sent_messages[0].text()
+    # auto: no grammar, the <tool_call> stop sequence, and plain text stays a hand-back
+    inner.text = "Hello, how can I help?"
+    out = asyncio.run(client.generate(messages, GenerationParams(tool_choice="auto"), TOOLS))
+    assert out.tool_calls == [] and out.text == "Hello, how can I help?"
+    assert inner.seen[-1][1].response_format is None and "</tool_call>" in inner.seen[-1][1].stop
+    # a forced reply that is not a valid call (unknown tool) is not turned into one
+    inner.text = '{"name": "rm_rf", "arguments": {}}'
+    assert asyncio.run(client.generate(messages, GenerationParams(tool_choice="required"), TOOLS)).tool_calls == []
+
+
+def test_native_providers_pass_tool_choice() -> None:
+    """The OpenAI client sends ``tool_choice``; a loopback server records the request body."""
+    import http.server
+    import threading
+
+    bodies: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            answer = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                      "choices": [{"index": 0, "finish_reason": "stop",
+                                   "message": {"role": "assistant", "content": "ok"}}],
+                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from deploysim.models import get_model
+
+        model = get_model(f"openai-compatible/m@http://127.0.0.1:{server.server_port}/v1")
+        messages = [Message(role="user", content="hi")]
+        asyncio.run(model.generate(messages, GenerationParams(tool_choice="required"), TOOLS))
+        asyncio.run(model.generate(messages, GenerationParams(), TOOLS))
+    finally:
+        server.shutdown()
+    assert bodies[0]["tool_choice"] == "required" and bodies[0]["tools"]
+    assert "tool_choice" not in bodies[1]
+
+
+def test_required_first_forces_only_the_first_step(tmp_path: Path) -> None:
+    from deploysim.agents.loop import run_episode
+
+    seen: list[str | None] = []
+
+    class Caller:
+        deployment = type("D", (), {"params": GenerationParams()})()
+
+        async def answer(self, point: Any, sample_index: int = 0, params: GenerationParams | None = None) -> Any:
+            seen.append((params or self.deployment.params).tool_choice)
+            calls = [ToolCall(id=f"c{len(seen)}", name="think", arguments='{"thought": "x"}')] if len(seen) < 3 else []
+            from deploysim.schema import Generation
+
+            return Generation(point_id=point.point_id, deployment="candidate", text="done" if not calls else None,
+                              tool_calls=calls)
+
+    class Resolver:
+        def start_episode(self, record: Any, start: int) -> None:
+            return None
+
+        async def resolve(self, episode: Any, call: ToolCall, conversation: list) -> Any:
+            from deploysim.toolsim.resolver import ToolAnswer
+
+            return ToolAnswer(call=call, output="ok", source="simulator", kind="read")
+
+    from deploysim.schema import Record
+
+    record = Record(id="r", source_file="f", source_line=0, tools=TOOLS,
+                    messages=[Message(role="user", content="hi"), Message(role="assistant", content="x")])
+    result = asyncio.run(run_episode(record, 0, Caller(), Resolver(), max_steps=5, tool_choice="required-first"))
+    assert seen == ["required", None, None] and result.status == "handed_back" and len(result.answers) == 2
+    seen.clear()
+    asyncio.run(run_episode(record, 0, Caller(), Resolver(), max_steps=5))
+    assert seen == [None, None, None]
+    seen.clear()  # as-logged: the logged agent answered in text here, so nothing is forced ...
+    asyncio.run(run_episode(record, 0, Caller(), Resolver(), max_steps=5, tool_choice="as-logged"))
+    assert seen == [None, None, None]
+    seen.clear()  # ... and here it called a tool first, so the first step is forced
+    logged_call = Message(role="assistant", tool_calls=[ToolCall(id="l", name="think", arguments="{}")])
+    tool_record = record.model_copy(update={"messages": [record.messages[0], logged_call]})
+    asyncio.run(run_episode(tool_record, 0, Caller(), Resolver(), max_steps=5, tool_choice="as-logged"))
+    assert seen == ["required", None, None]
+
+
+@pytest.mark.model
+def test_local_model_forced_call_is_a_valid_call() -> None:
+    """SmolLM2 almost never writes a <tool_call> unprompted; under the grammar its forced reply is a real call."""
+    from tests.conftest import require_local_model
+
+    require_local_model()
+    from deploysim.models import get_model
+
+    client = PromptToolClient(get_model("local/smollm2"))
+    messages = [Message(role="system", content="You are an airline customer service agent."),
+                Message(role="user", content="Hi, I want to check my reservation. My user id is mia_li_3668.")]
+    out = asyncio.run(client.generate(messages, GenerationParams(max_tokens=160, tool_choice="required"), TOOLS))
+    assert len(out.tool_calls) == 1, out.text
+    call = out.tool_calls[0]
+    spec = next(t["function"] for t in TOOLS if t["function"]["name"] == call.name)
+    arguments = json.loads(call.arguments)
+    assert set(arguments) <= set(spec["parameters"]["properties"])

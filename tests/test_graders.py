@@ -327,7 +327,7 @@ def test_judge_grader_with_a_scripted_model_majority_and_errors(monkeypatch: pyt
     }
 
     class Scripted:
-        model_id = "scripted/x"
+        model_id = "scripted-judge/x"
 
         def __init__(self) -> None:
             self.calls = 0
@@ -343,14 +343,14 @@ def test_judge_grader_with_a_scripted_model_majority_and_errors(monkeypatch: pyt
         async def aclose(self) -> None:
             return None
 
-    model_provider("scripted")(lambda rest: Scripted())
+    model_provider("scripted-judge", "FAKE scripted judge for tests")(lambda rest: Scripted())
     from deploysim.graders import create_grader
 
-    g = create_grader("judge", model="scripted/x", behaviours=["over_refusal"], k=3, cache=False, concurrency=1)
+    g = create_grader("judge", model="scripted-judge/x", behaviours=["over_refusal"], k=3, cache=False, concurrency=1)
     item = GradeItem(context=[Message(role="user", content="write a toast")], reply=INJECTIONS[0])
     [[decision]] = asyncio.run(g.grade([item]))
     assert decision.flagged is True and "[2/2 votes]" in decision.rationale
-    single = create_grader("judge", model="scripted/x", behaviours=["over_refusal"], k=1, cache=False)
+    single = create_grader("judge", model="scripted-judge/x", behaviours=["over_refusal"], k=1, cache=False)
     single.client.inner.calls = 1  # next answer is the non-JSON "flagged=false"
     [[bad]] = asyncio.run(single.grade([item]))
     assert bad.flagged is None and "not a single JSON object" in bad.error

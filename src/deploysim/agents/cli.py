@@ -55,19 +55,35 @@ def agents() -> None:
 @click.option("--max-tokens", type=int, default=256, show_default=True)
 @click.option("--tool-format", type=click.Choice(["auto", "native", "prompt"]), default="auto", show_default=True,
               help="auto: prompt-based <tool_call> format for local models, native tool calling otherwise")
+@click.option("--tool-choice", type=click.Choice(["auto", "required-first", "as-logged"]), default="auto",
+              show_default=True,
+              help="required-first: the candidate's first step must call a tool (forced tool use, as native APIs "
+                   "offer; for small local models that rarely call tools unprompted), later steps choose freely; "
+                   "as-logged: forced only in turns where the logged agent's first step called a tool")
 @click.option("--concurrency", type=int, default=2, show_default=True)
 @click.option("--resume", is_flag=True, help="finish the run in --out (its config.json wins)")
+@click.option("--policy", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="policy text (e.g. tau-airline's policy.md): adds the agent_policy grader, an LLM judge of "
+                   "policy violations in each turn (needs --judge)")
+@click.option("--judge", default=None, help="judge model id for --policy (e.g. openai/gpt-4.1-mini)")
 def run_cmd(data, simulator, affordances, connectors, tools_file, limit, simulator_max_tokens, privacy, presidio,
-            no_cache, candidate, out, turns, max_steps, max_tokens, tool_format, concurrency, resume) -> None:  # noqa: ANN001
+            no_cache, candidate, out, turns, max_steps, max_tokens, tool_format, tool_choice, concurrency, resume,
+            policy, judge) -> None:  # noqa: ANN001
     """Replay agent turns with the candidate; write transcripts, verdicts and a reconciled summary."""
     from deploysim.agents.run import AgentRunConfig, run_agents
 
     if not candidate and not resume:
         raise click.UsageError("--candidate is required")
+    if policy and not judge:
+        raise click.UsageError("--policy needs --judge MODEL: the agent_policy grader is an LLM judge")
+    if judge and not policy:
+        raise click.UsageError("--judge is only used with --policy FILE (the policy the judge grades against)")
     config = AgentRunConfig(data=list(data), candidate=candidate or "", simulator=simulator, affordances=affordances,
                             connectors=connectors, tools_file=tools_file, turns=turns, limit=limit, max_steps=max_steps,
                             max_tokens=max_tokens, simulator_max_tokens=simulator_max_tokens, tool_format=tool_format,
-                            privacy=_privacy(privacy, presidio), cache=not no_cache, concurrency=concurrency)
+                            tool_choice=tool_choice,
+                            privacy=_privacy(privacy, presidio), cache=not no_cache, concurrency=concurrency,
+                            judge=judge, policy=policy)
     try:
         summary = run_agents(config, Path(out), resume=resume)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
@@ -77,7 +93,9 @@ def run_cmd(data, simulator, affordances, connectors, tools_file, limit, simulat
                f"errored {summary['episodes_errored']} ({summary['episodes_by_status']})")
     click.echo(f"tool calls {summary['tool_calls']} by source: {summary['tool_calls_by_source']}")
     for behaviour, by_dep in sorted(summary["behaviour_rates"].items()):
-        click.echo(f"  {behaviour}: " + ", ".join(f"{d} {v['flagged']}/{v['n']}" for d, v in sorted(by_dep.items())))
+        click.echo(f"  {behaviour}: " + ", ".join(f"{d} {v['flagged']}/{v['n']}"
+                                                  + (f" ({v['errors']} errors)" if v.get("errors") else "")
+                                                  for d, v in sorted(by_dep.items())))
     click.echo(f"reconciled: {summary['reconciled']}  -> {out}/summary.json")
     sys.exit(0 if summary["reconciled"] else 1)
 

@@ -17,6 +17,9 @@ from deploysim.toolsim.resolver import ToolAnswer, ToolResolver, tool_message
 
 Status = Literal["handed_back", "step_limit", "errored"]
 TURN_MODES = ("first-tool", "first", "all")
+#: ``required-first``: the first step must call a tool (forced tool use), later steps choose freely;
+#: ``as-logged``: forced only where the logged agent's first step called a tool (the same decision, its own call).
+TOOL_CHOICES = ("auto", "required-first", "as-logged")
 
 
 def agent_turn_starts(record: Record, mode: str = "first-tool") -> list[int]:
@@ -91,15 +94,21 @@ class EpisodeResult:
 
 
 async def run_episode(record: Record, start: int, caller: DeploymentCaller, resolver: ToolResolver,
-                      max_steps: int = 8) -> EpisodeResult:
+                      max_steps: int = 8, tool_choice: str = "auto") -> EpisodeResult:
+    if tool_choice not in TOOL_CHOICES:
+        raise ValueError(f"tool_choice must be one of {TOOL_CHOICES}, not {tool_choice!r}")
     tools = record.tools or infer_tool_specs(record.messages)
+    first_params = caller.deployment.params.model_copy(update={"tool_choice": "required"})
+    logged = logged_turn(record, start)
+    force_first = bool(tools) and (tool_choice == "required-first"
+                                   or (tool_choice == "as-logged" and bool(logged) and bool(logged[0].tool_calls)))
     episode = resolver.start_episode(record, start)
     conversation = list(record.messages[: start + 1])
     result = EpisodeResult(episode_id(record, start), record.id, start, "step_limit", conversation)
     for step in range(max_steps):
         point = ReplayPoint(point_id=f"{result.episode_id}#{step}", record_id=record.id, turn_index=start,
                             prefix=conversation, tools=tools)
-        generation = await caller.answer(point)
+        generation = await caller.answer(point, params=first_params if force_first and step == 0 else None)
         result.steps = step + 1
         result.prompt_tokens += generation.usage.prompt_tokens
         result.completion_tokens += generation.usage.completion_tokens

@@ -23,13 +23,13 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deploysim.agents.graders import AGENT_GRADERS
+from deploysim.agents.graders import AGENT_GRADERS, POLICY_GRADER, read_policy
 from deploysim.agents.loop import EpisodeResult, agent_turn_starts, episode_id, logged_turn, run_episode
 from deploysim.agents.toolformat import wrap_for_tools
 from deploysim.engine.local import run_lock
@@ -66,10 +66,24 @@ class AgentRunConfig(BaseModel):
     simulator_max_tokens: int = 384
     temperature: float = 0.0
     tool_format: str = "auto"
+    tool_choice: Literal["auto", "required-first", "as-logged"] = "auto"
     privacy: dict[str, Any] = Field(default_factory=lambda: {"mode": "surrogate"})
     cache: bool = True
     concurrency: int = 2
     graders: list[str] = Field(default_factory=lambda: list(AGENT_GRADERS))
+    judge: str | None = None  # judge model id of the agent_policy grader
+    policy: str | None = None  # policy text file agent_policy grades against (needs judge)
+
+    @model_validator(mode="after")
+    def _policy_grader(self) -> AgentRunConfig:
+        """A policy with a judge adds agent_policy to the graders; a policy without one is an error."""
+        if self.policy and not self.judge:
+            raise ValueError("a policy (--policy FILE) needs a judge model (--judge MODEL) to grade against it")
+        if self.policy and POLICY_GRADER not in self.graders:
+            self.graders = [*self.graders, POLICY_GRADER]
+        if POLICY_GRADER in self.graders and not (self.judge and self.policy):
+            raise ValueError(f"the {POLICY_GRADER} grader needs both judge (--judge MODEL) and policy (--policy FILE)")
+        return self
 
 
 def load_connector_config(path: str | None) -> tuple[dict[str, Any], Path, dict[str, Any]]:
@@ -191,7 +205,7 @@ async def _run(config: AgentRunConfig, root: Path, resume: bool) -> dict[str, An
     async def one(record: Record, start: int) -> None:
         async with semaphore:
             try:
-                result = await run_episode(record, start, caller, resolver, config.max_steps)
+                result = await run_episode(record, start, caller, resolver, config.max_steps, config.tool_choice)
             except Exception as exc:  # one broken episode must not sink the run (rule 3)
                 result = EpisodeResult(episode_id(record, start), record.id, start, "errored",
                                        list(record.messages[: start + 1]), error=f"{type(exc).__name__}: {exc}"[:300])
@@ -261,9 +275,7 @@ async def grade_episodes(root: Path, rows: dict[str, dict[str, Any]], episodes: 
     from deploysim.graders import GradeItem, build_graders
     from deploysim.graders.base import to_verdicts
 
-    _, _, tool_cfg = load_connector_config(config.connectors)
-    params = {k: list(v) for k, v in tool_cfg.items() if k in ("read", "write", "shell")}
-    graders = build_graders([{"name": g, "params": params} for g in config.graders])
+    graders = build_graders(agent_grader_entries(config))
     items: list[GradeItem] = []
     for key, row in rows.items():
         if row["status"] == "errored":
@@ -284,18 +296,42 @@ async def grade_episodes(root: Path, rows: dict[str, dict[str, Any]], episodes: 
                                    point_id=key, deployment="logged", finish_reason="logged"))
     verdicts: list[Verdict] = []
     counts: dict[str, dict[str, list[int]]] = {}
-    for g in graders:
-        for item, decisions in zip(items, await g.grade(items), strict=True):
-            verdicts.extend(to_verdicts(g, item, decisions))
-            for d in decisions:
-                if d.flagged is not None:
-                    tally = counts.setdefault(d.behaviour, {}).setdefault(item.deployment, [0, 0])
-                    tally[0] += int(d.flagged)
-                    tally[1] += 1
+    try:
+        for g in graders:
+            for item, decisions in zip(items, await g.grade(items), strict=True):
+                verdicts.extend(to_verdicts(g, item, decisions))
+                for d in decisions:
+                    tally = counts.setdefault(d.behaviour, {}).setdefault(item.deployment, [0, 0, 0])
+                    if d.flagged is None:  # undecided (e.g. an unparseable judge answer): an error, not a "no"
+                        tally[2] += 1
+                    else:
+                        tally[0] += int(d.flagged)
+                        tally[1] += 1
+    finally:
+        for g in graders:  # the judge holds a model client and a call-cache handle
+            closer = getattr(g, "aclose", None)
+            if closer is not None:
+                await closer()
     written = write_verdicts(root, verdicts)
-    rates = {b: {dep: {"flagged": f, "n": n, "rate": round(f / n, 4) if n else None}
-                 for dep, (f, n) in by_dep.items()} for b, by_dep in counts.items()}
+    rates = {b: {dep: {"flagged": f, "n": n, "errors": e, "rate": round(f / n, 4) if n else None}
+                 for dep, (f, n, e) in by_dep.items()} for b, by_dep in counts.items()}
     return written, rates
+
+
+def agent_grader_entries(config: AgentRunConfig) -> list[dict[str, Any]]:
+    """Each configured agent grader with its parameters: the rule graders get the tool policy
+    (read/write/shell lists of the connectors YAML); agent_policy gets the judge model, the
+    policy file and the run's cache setting (its calls go to the same call cache as the run's)."""
+    _, _, tool_cfg = load_connector_config(config.connectors)
+    tools = {k: list(v) for k, v in tool_cfg.items() if k in ("read", "write", "shell")}
+    entries: list[dict[str, Any]] = []
+    for name in config.graders:
+        if name == POLICY_GRADER:
+            params: dict[str, Any] = {"model": config.judge, "policy": config.policy, "cache": config.cache}
+        else:
+            params = dict(tools)
+        entries.append({"name": name, "params": params})
+    return entries
 
 
 def run_agents(config: AgentRunConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
@@ -306,8 +342,24 @@ def run_agents(config: AgentRunConfig, out: Path, *, resume: bool = False) -> di
             if not config_path.is_file():
                 raise FileNotFoundError(f"{out}: no config.json to resume")
             config = AgentRunConfig.model_validate_json(config_path.read_bytes())
+            check_policy_grader(config)  # a moved policy file fails now, not after the episodes ran
         else:
             if config_path.exists():
                 raise FileExistsError(f"{out} already holds a run; pass --resume to finish it")
+            check_policy_grader(config)  # before config.json: a bad --policy/--judge leaves no run behind
             config_path.write_text(config.model_dump_json(indent=2))
         return asyncio.run(_run(config, out, resume))
+
+
+def check_policy_grader(config: AgentRunConfig) -> None:
+    """ValueError now if agent_policy could not be built later: unreadable policy file, malformed judge id."""
+    if POLICY_GRADER not in config.graders:
+        return
+    from deploysim.models import providers
+
+    read_policy(config.policy or "")
+    known = providers()
+    prefix, _, rest = (config.judge or "").partition("/")
+    if prefix not in known or not rest:
+        raise ValueError(f"--judge {config.judge!r}: expected <provider>/<model>, provider one of "
+                         f"{', '.join(known)}")

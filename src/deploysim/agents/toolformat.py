@@ -4,6 +4,12 @@
 *start* of the system prompt (small context windows trim the end), earlier calls and
 results are rendered as text, and the reply is parsed strictly — a ``<tool_call>``
 block counts only if it holds a JSON object naming a known tool with object arguments.
+
+``tool_choice="required"`` is what native APIs call forced tool use: the reply must be
+one call, so the model is asked for the call's JSON alone and, where the model honours
+``response_format`` (llama.cpp turns a JSON schema into a sampling grammar), decoding is
+constrained to a known tool name and that tool's argument schema. The model still picks
+the tool and the arguments; the grammar only rules out anything that is not a call.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from deploysim.models import ModelClient, ModelOutput
 from deploysim.schema import GenerationParams, Message, ToolCall, content_hash
 from deploysim.toolsim.calls import tool_names
 
-FORMAT_VERSION = "prompt-tools-v1"
+FORMAT_VERSION = "prompt-tools-v2"  # bump whenever the rendering, grammar or parsing changes (cache keys)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
 
@@ -42,9 +48,46 @@ def tool_instructions(tools: list[dict[str, Any]]) -> str:
     )
 
 
-def render_messages(messages: list[Message], tools: list[dict[str, Any]]) -> list[Message]:
+REQUIRED_INSTRUCTIONS = ("You can call these tools:\n{tools}\n\nCall exactly one tool now. Reply with only its JSON: "
+                         '{{"name": "TOOL_NAME", "arguments": {{...}}}}')
+
+
+def tool_call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """JSON schema of one call: a known tool's name with arguments that fit that tool's parameter schema."""
+    options = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        arguments = _bounded(fn.get("parameters") or {"type": "object", "properties": {}})
+        options.append({"type": "object", "properties": {"name": {"const": fn.get("name")}, "arguments": arguments},
+                        "required": ["name", "arguments"], "additionalProperties": False})
+    return {"anyOf": options} if len(options) != 1 else options[0]
+
+
+#: Grammar bounds where a spec sets none: a small model under a grammar can fill a string or a list forever.
+MAX_STRING_CHARS, MAX_ARRAY_ITEMS = 120, 4
+
+
+def _bounded(schema: Any) -> Any:
+    """The schema with closed objects, bounded strings and bounded arrays, so every call can finish."""
+    if isinstance(schema, list):
+        return [_bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _bounded(v) for k, v in schema.items()}
+    kind = out.get("type")
+    if kind == "object" and "properties" in out:
+        out.setdefault("additionalProperties", False)
+    elif kind == "string" and not {"enum", "const", "pattern", "format"} & out.keys():
+        out.setdefault("maxLength", MAX_STRING_CHARS)
+    elif kind == "array":
+        out.setdefault("maxItems", MAX_ARRAY_ITEMS)
+    return out
+
+
+def render_messages(messages: list[Message], tools: list[dict[str, Any]], required: bool = False) -> list[Message]:
     """Messages a plain chat model understands: tools in the system prompt, calls and results as text."""
-    header = tool_instructions(tools)
+    header = (REQUIRED_INSTRUCTIONS.format(tools=compact_tool_list(tools)) if required
+              else tool_instructions(tools))
     out: list[Message] = []
     system_done = False
     for message in messages:
@@ -88,6 +131,14 @@ def parse_tool_calls(text: str | None, tools: list[dict[str, Any]]) -> tuple[str
     return (rest or None), calls
 
 
+def parse_required_call(text: str | None, tools: list[dict[str, Any]]) -> tuple[str | None, list[ToolCall]]:
+    """A forced call's reply: the call's JSON object alone (or in a ``<tool_call>`` block), strictly checked."""
+    stripped = (text or "").strip()
+    if stripped.startswith("{"):
+        return parse_tool_calls(f"{OPEN}{stripped}{CLOSE}", tools)
+    return parse_tool_calls(text, tools)
+
+
 class PromptToolClient:
     """A ModelClient that gives ``inner`` tools through the prompt instead of the API."""
 
@@ -102,9 +153,17 @@ class PromptToolClient:
                        tools: list[dict[str, Any]]) -> ModelOutput:
         if not tools:
             return await self.inner.generate(messages, params, tools)
-        params = params.model_copy(update={"stop": [*params.stop, CLOSE]})
-        output = await self.inner.generate(render_messages(messages, tools), params, [])
-        text, calls = parse_tool_calls(output.text, tools)
+        choice = params.tool_choice
+        inner_params = params.model_copy(update={"tool_choice": None})
+        if choice == "required":
+            inner_params = inner_params.model_copy(update={
+                "response_format": {"type": "json_object", "schema": tool_call_schema(tools)}})
+            output = await self.inner.generate(render_messages(messages, tools, required=True), inner_params, [])
+            text, calls = parse_required_call(output.text, tools)
+        else:
+            inner_params = inner_params.model_copy(update={"stop": [*params.stop, CLOSE]})
+            output = await self.inner.generate(render_messages(messages, tools), inner_params, [])
+            text, calls = parse_tool_calls(output.text, tools) if choice != "none" else (output.text, [])
         return ModelOutput(text=text, tool_calls=calls, finish_reason="tool_calls" if calls else output.finish_reason,
                            usage=output.usage, prompt_truncated=output.prompt_truncated)
 

@@ -145,7 +145,8 @@ class StructuredJudgeClient:
 
     OpenAI-compatible servers get ``response_format``: the OpenAI ``json_schema`` form
     first, then llama-cpp-python's ``{"type": "json_object", "schema": ...}`` if the
-    server rejects it. Other providers get the plain prompt; parsing is strict either way.
+    server rejects it; in-process local models get the latter directly. Other providers
+    get the plain prompt; parsing is strict either way.
     """
 
     def __init__(self, inner: Any, structured: str = "auto") -> None:
@@ -155,7 +156,9 @@ class StructuredJudgeClient:
         self.model_id = inner.model_id
         self.mode = structured
         if structured == "auto":
-            self.mode = "json_schema" if isinstance(inner, OpenAICompatibleModel) else "none"
+            local = str(getattr(inner, "model_id", "")).startswith("local/")  # llama.cpp: a schema grammar
+            self.mode = ("json_schema" if isinstance(inner, OpenAICompatibleModel)
+                         else "json_object_schema" if local else "none")
         self._confirmed = False  # a mode that has answered once is kept
 
     def cache_identity(self) -> dict[str, Any]:
@@ -192,7 +195,13 @@ class StructuredJudgeClient:
 @grader("judge", behaviours=list(CATALOG), offline=False,
         description="LLM judge with a rubric per behaviour (needs --judge MODEL)")
 class JudgeGrader:
-    """Grades any catalog behaviour with an LLM; majority of ``k`` samples when k > 1."""
+    """Grades any catalog behaviour with an LLM; majority of ``k`` samples when k > 1.
+
+    Subclasses grade other behaviours with other prompts by overriding ``catalog``
+    (the behaviours they know) and ``messages`` (the prompt for one behaviour and item).
+    """
+
+    catalog: dict[str, Behaviour] = CATALOG
 
     def __init__(self, model: str | None = None, behaviours: Sequence[str] | None = None, k: int = 1,
                  temperature: float | None = None, max_tokens: int = 400, concurrency: int = 4,
@@ -202,14 +211,14 @@ class JudgeGrader:
         if not model:
             raise ValueError("the judge grader needs a model: --judge MODEL (e.g. openai/gpt-4.1-mini or "
                              "openai-compatible/<name>@http://127.0.0.1:8000/v1)")
-        unknown = [b for b in (behaviours or []) if b not in CATALOG]
+        unknown = [b for b in (behaviours or []) if b not in self.catalog]
         if unknown:
             raise ValueError(f"unknown behaviours for the judge: {unknown}")
         if k < 1:
             raise ValueError("k must be >= 1")
         self.name = name
         self.model = model
-        self.behaviours = tuple(behaviours or CATALOG)
+        self.behaviours = tuple(behaviours or self.catalog)
         self.k = k
         self.rubrics = rubrics or {}
         self.trace = trace
@@ -224,8 +233,12 @@ class JudgeGrader:
         self.cache = CallCache(default_cache_path()) if cache else None
         self.caller = DeploymentCaller(deployment, self.client, self.cache)
 
+    def messages(self, behaviour: Behaviour, item: GradeItem) -> list[Message]:
+        """The judge prompt (system, user) for one behaviour on one item."""
+        return judge_messages(behaviour, item, self.rubrics.get(behaviour.id))
+
     async def _one(self, behaviour: Behaviour, item: GradeItem) -> Decision:
-        messages = judge_messages(behaviour, item, self.rubrics.get(behaviour.id))
+        messages = self.messages(behaviour, item)
         point = ReplayPoint(point_id=f"judge:{behaviour.id}:{item.point_id}", record_id="judge", turn_index=0,
                             prefix=messages)
         generations = await asyncio.gather(*(self.caller.answer(point, s) for s in range(self.k)))
@@ -261,7 +274,7 @@ class JudgeGrader:
         return Decision(behaviour.id, flagged, round(score, 4), rationale)
 
     async def grade(self, items: Sequence[GradeItem]) -> list[list[Decision]]:
-        tasks = [[self._one(CATALOG[b], item) for b in self.behaviours] for item in items]
+        tasks = [[self._one(self.catalog[b], item) for b in self.behaviours] for item in items]
         flat = await asyncio.gather(*(t for row in tasks for t in row))
         if self.cache is not None:
             self.cache.flush()

@@ -72,6 +72,8 @@ class AnthropicModel:
             kwargs["stop_sequences"] = params.stop
         if tools:
             kwargs["tools"] = to_anthropic_tools(tools)
+            if params.tool_choice is not None:  # Anthropic says "any" for OpenAI's "required"
+                kwargs["tool_choice"] = {"type": {"required": "any"}.get(params.tool_choice, params.tool_choice)}
         sdk = self._sdk
         try:
             response = await self._client.messages.create(**kwargs)

@@ -17,7 +17,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from deploysim.models._base import ModelCallError, ModelClient, ModelOutput
 from deploysim.models.cache import CallCache, call_key
-from deploysim.schema import Deployment, Generation, ReplayPoint
+from deploysim.schema import Deployment, Generation, GenerationParams, ReplayPoint
 
 MAX_RETRY_AFTER_S = 120.0
 
@@ -59,13 +59,16 @@ class DeploymentCaller:
             return min(max(exc.retry_after, 0.0), MAX_RETRY_AFTER_S)
         return self._backoff(state)
 
-    async def answer(self, point: ReplayPoint, sample_index: int = 0) -> Generation:
+    async def answer(self, point: ReplayPoint, sample_index: int = 0,
+                     params: GenerationParams | None = None) -> Generation:
+        """``params`` overrides the deployment's for this call only (an agent's first step may require a tool)."""
         deployment = self.deployment
+        params = params or deployment.params
         messages = deployment.apply_system_prompt(point.prefix)
         base = {"point_id": point.point_id, "deployment": deployment.name, "sample_index": sample_index}
         key = ""
         if self.cache is not None:
-            key = call_key(self._identity, messages, deployment.params, point.tools, sample_index)
+            key = call_key(self._identity, messages, params, point.tools, sample_index)
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
@@ -75,7 +78,7 @@ class DeploymentCaller:
         attempts = 1
         try:
             try:
-                output, latency = await self._call_once(messages, point)
+                output, latency = await self._call_once(messages, point, params)
             except ModelCallError as first:
                 # Most calls succeed first time: only failures pay for tenacity's machinery.
                 if not first.retryable or deployment.max_retries == 0:
@@ -90,7 +93,7 @@ class DeploymentCaller:
                     with attempt:
                         attempts += 1
                         self.stats.retries += 1
-                        output, latency = await self._call_once(messages, point)
+                        output, latency = await self._call_once(messages, point, params)
         except ModelCallError as exc:
             return self._error(base, str(exc), type(exc).__name__ if exc.status is None else f"http_{exc.status}",
                                started, attempts)
@@ -105,20 +108,21 @@ class DeploymentCaller:
             return min(max(exc.retry_after, 0.0), MAX_RETRY_AFTER_S)
         return min(self._backoff.multiplier + random.uniform(0, self._backoff.jitter), self._backoff.max)
 
-    async def _call_once(self, messages: list, point: ReplayPoint) -> tuple[ModelOutput, float]:
+    async def _call_once(self, messages: list, point: ReplayPoint,
+                         params: GenerationParams) -> tuple[ModelOutput, float]:
         """One attempt; the latency is the provider's alone, not time queued behind limits."""
         deployment = self.deployment
         if self.request_limiter is not None:
             await self.request_limiter.acquire()
         if self.token_limiter is not None:
-            estimate = sum(len(m.text()) for m in messages) // 4 + deployment.params.max_tokens
+            estimate = sum(len(m.text()) for m in messages) // 4 + params.max_tokens
             await self.token_limiter.acquire(min(estimate, self.token_limiter.max_rate))
         async with self.semaphore:
             self.stats.calls += 1
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(deployment.timeout_s):
-                    output = await self.client.generate(messages, deployment.params, point.tools)
+                    output = await self.client.generate(messages, params, point.tools)
                 return output, time.perf_counter() - started
             except TimeoutError:
                 raise ModelCallError(f"timed out after {deployment.timeout_s:g}s", retryable=True) from None

@@ -123,6 +123,8 @@ class _Engine:
                         seed=params.seed if params.seed is not None else int(time.time()),
                         stop=params.stop or None,
                         top_p=params.top_p if params.top_p is not None else 0.95,
+                        # llama.cpp turns {"type": "json_object", "schema": ...} into a sampling grammar.
+                        response_format=_llama_response_format(params.response_format),  # type: ignore[arg-type]
                     )
                     break
                 except ValueError as exc:
@@ -139,6 +141,15 @@ class _Engine:
                         completion_tokens=usage.get("completion_tokens", 0)),
             prompt_truncated=truncated,
         )
+
+
+def _llama_response_format(requested: dict[str, Any] | None) -> dict[str, Any] | None:
+    """llama-cpp-python's form of an OpenAI ``response_format`` (it knows ``json_object`` with a schema)."""
+    if not requested:
+        return None
+    if requested.get("type") == "json_schema":
+        return {"type": "json_object", "schema": (requested.get("json_schema") or {}).get("schema", {})}
+    return requested
 
 
 class LocalLlamaModel:

@@ -96,6 +96,8 @@ class OpenAICompatibleModel:
             kwargs["response_format"] = params.response_format
         if tools:
             kwargs["tools"] = tools
+            if params.tool_choice is not None:
+                kwargs["tool_choice"] = params.tool_choice
         try:
             response = await self._client.chat.completions.create(**kwargs)
             if not getattr(response, "choices", None):
