@@ -61,13 +61,15 @@ def agents() -> None:
                    "offer; for small local models that rarely call tools unprompted), later steps choose freely; "
                    "as-logged: forced only in turns where the logged agent's first step called a tool")
 @click.option("--concurrency", type=int, default=2, show_default=True)
+@click.option("--timeout-s", type=float, default=600.0, show_default=True,
+              help="per model call, including the wait behind a shared local model")
 @click.option("--resume", is_flag=True, help="finish the run in --out (its config.json wins)")
 @click.option("--policy", type=click.Path(exists=True, dir_okay=False), default=None,
               help="policy text (e.g. tau-airline's policy.md): adds the agent_policy grader, an LLM judge of "
                    "policy violations in each turn (needs --judge)")
 @click.option("--judge", default=None, help="judge model id for --policy (e.g. openai/gpt-4.1-mini)")
 def run_cmd(data, simulator, affordances, connectors, tools_file, limit, simulator_max_tokens, privacy, presidio,
-            no_cache, candidate, out, turns, max_steps, max_tokens, tool_format, tool_choice, concurrency, resume,
+            no_cache, candidate, out, turns, max_steps, max_tokens, tool_format, tool_choice, concurrency, timeout_s, resume,
             policy, judge) -> None:  # noqa: ANN001
     """Replay agent turns with the candidate; write transcripts, verdicts and a reconciled summary."""
     from deploysim.agents.run import AgentRunConfig, run_agents
@@ -83,7 +85,7 @@ def run_cmd(data, simulator, affordances, connectors, tools_file, limit, simulat
                             max_tokens=max_tokens, simulator_max_tokens=simulator_max_tokens, tool_format=tool_format,
                             tool_choice=tool_choice,
                             privacy=_privacy(privacy, presidio), cache=not no_cache, concurrency=concurrency,
-                            judge=judge, policy=policy)
+                            judge=judge, policy=policy, timeout_s=timeout_s)
     try:
         summary = run_agents(config, Path(out), resume=resume)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:

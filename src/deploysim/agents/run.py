@@ -70,6 +70,8 @@ class AgentRunConfig(BaseModel):
     privacy: dict[str, Any] = Field(default_factory=lambda: {"mode": "surrogate"})
     cache: bool = True
     concurrency: int = 2
+    #: Per model call, queueing behind a shared local engine included: agent prompts are long (a policy, tools).
+    timeout_s: float = 600.0
     graders: list[str] = Field(default_factory=lambda: list(AGENT_GRADERS))
     judge: str | None = None  # judge model id of the agent_policy grader
     policy: str | None = None  # policy text file agent_policy grades against (needs judge)
@@ -159,7 +161,7 @@ def build_resolver(config: AgentRunConfig, records: Iterable[Record | tuple[Reco
 def simulator_caller(config: AgentRunConfig, cache: CallCache | None) -> DeploymentCaller | None:
     if not config.simulator:
         return None
-    deployment = Deployment(name="simulator", model=config.simulator, concurrency=1,
+    deployment = Deployment(name="simulator", model=config.simulator, concurrency=1, timeout_s=config.timeout_s,
                             params=GenerationParams(temperature=0.0, max_tokens=config.simulator_max_tokens))
     return DeploymentCaller(deployment, get_model(config.simulator), cache)
 
@@ -171,6 +173,7 @@ async def _run(config: AgentRunConfig, root: Path, resume: bool) -> dict[str, An
     done = {k for k, row in journal.latest().items() if row.get("status") != "errored"} if resume else set()
     cache = CallCache(default_cache_path()) if config.cache else None
     candidate = Deployment(name="candidate", model=config.candidate, concurrency=config.concurrency,
+                           timeout_s=config.timeout_s,
                            params=GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens))
     client = wrap_for_tools(get_model(config.candidate), config.tool_format)
     caller = DeploymentCaller(candidate, client, cache)
