@@ -147,6 +147,32 @@ def test_agents_run_sources_transcripts_counts_and_resume(tmp_path: Path) -> Non
     assert _run(tmp_path).exit_code == 2
 
 
+def test_agents_run_with_privacy_streams_the_store_without_raw_values(tmp_path: Path) -> None:
+    """Privacy on: the prior-call store is on disk in the run directory, yet no raw value from a logged
+    tool output is readable anywhere in the run directory; store hits still answer calls."""
+    import gzip
+    import re
+
+    from deploysim.cli import main
+
+    raw = gzip.decompress(Path(DATA).read_bytes()).decode()
+    emails = set(re.findall(r"[\w.+-]+@[\w-]+\.[\w.]+", raw))
+    assert emails  # the fixture's tool outputs carry real-looking emails
+    root = tmp_path / "run"
+    result = CliRunner().invoke(main, ["agents", "run", "--data", DATA, "--candidate", "scripted/agent", "--simulator",
+                                       "scripted/sim", "--connectors", CONNECTORS, "--tools", str(FIX / "tools.json"),
+                                       "--out", str(root), "--tool-format", "prompt", "--privacy", "surrogate",
+                                       "--no-presidio", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary["reconciled"] and summary["tool_calls_by_source"]["replay"] + \
+        summary["tool_calls_by_source"]["store"] >= 1
+    assert (root / "prior_calls.sqlite").stat().st_size > 0
+    everything = b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+    leaked = sorted(e for e in emails if e.encode() in everything)
+    assert not leaked, f"{len(leaked)} raw emails found in the run directory"
+
+
 def test_agents_run_counts_errored_episodes(tmp_path: Path) -> None:
     result = _run(tmp_path, "--affordances", "none", "--max-steps", "2")
     assert result.exit_code == 0, result.output
@@ -217,11 +243,20 @@ def test_agents_run_with_local_model_as_candidate_and_simulator(tmp_path: Path) 
 
     result = CliRunner().invoke(main, ["agents", "run", "--data", DATA, "--candidate", "local/smollm2",
                                        "--simulator", "local/smollm2", "--connectors", CONNECTORS, "--limit", "1",
-                                       "--max-steps", "2", "--max-tokens", "48", "--simulator-max-tokens", "48",
-                                       "--no-presidio", "--out", str(tmp_path / "run")])
+                                       "--max-steps", "2", "--max-tokens", "256", "--simulator-max-tokens", "48",
+                                       "--tool-choice", "required-first", "--no-presidio",
+                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["episodes"] == 1 and summary["reconciled"]
+    # forced first step: the local candidate made a real (grammar-bound) call, answered and tagged with its source
+    assert summary["tool_calls"] >= 1 and sum(summary["tool_calls_by_source"].values()) == summary["tool_calls"]
+    [transcript] = [json.loads(p.read_text()) for p in (tmp_path / "run" / "transcripts").glob("*.json")]
+    from deploysim.toolsim.resolver import SOURCES
+
+    names = {t["function"]["name"] for t in TOOLS}
+    assert transcript["tool_answers"] and all(a["source"] in SOURCES and a["tool"] in names
+                                              for a in transcript["tool_answers"])
 
 
 # -- forced tool use (tool_choice="required") ---------------------------------------------------

@@ -425,3 +425,41 @@ def test_store_hit_from_another_trajectory_gets_this_episodes_surrogates() -> No
     plain = PriorCallStore()
     plain.add_record(other, policy)
     assert plain.exact_hit("get_user", '{"id": "u1"}', episode.overlay.state()) == (other.messages[-1].text(), False)
+
+
+def test_prior_call_store_on_disk_keeps_raw_outputs_only_sealed(tmp_path: Path) -> None:
+    """With privacy on, the store streams to disk; raw outputs are sealed, still grouped and still answer hits."""
+    from deploysim.toolsim import write_state
+    from deploysim.toolsim import RawSealer
+
+    secret_email = "jane.doe@corp-mail.com"
+    raw_out = f'{{"email": "{secret_email}", "name": "Jane"}}'
+
+    def traj(rid: str, line: int) -> Record:
+        msgs = [Message(role="user", content="look me up"),
+                Message(role="assistant", tool_calls=[ToolCall(id="c1", name="get_user", arguments='{"id": "u1"}')]),
+                Message(role="tool", tool_call_id="c1", content=raw_out)]
+        return Record(id=rid, source_file="t.jsonl", source_line=line, messages=msgs)
+
+    policy = ToolPolicy.from_config({"read": ["get_user"]})
+    clean = Record(id="a", source_file="t.jsonl", source_line=1,
+                   messages=[*traj("a", 1).messages[:2], Message(role="tool", tool_call_id="c1", content="{}")])
+    with pytest.raises(ValueError, match="RawSealer"):
+        PriorCallStore(tmp_path / "plain.sqlite").add_record(clean, policy, raw=traj("a", 1))
+    path = tmp_path / "prior.sqlite"
+    store = PriorCallStore(path, RawSealer())
+    for i, rid in enumerate(("a", "b", "c")):
+        store.add_record(clean.model_copy(update={"id": rid}), policy, raw=traj(rid, i))
+    hit = store.exact_hit("get_user", '{"id": "u1"}', write_state([]), exclude_record="a")
+    assert hit == (raw_out, True)
+    counts = store.db.execute("SELECT count(DISTINCT raw_output), count(*) FROM calls").fetchone()
+    assert counts == (1, 3)  # deterministic sealing: equal outputs still group
+    store.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("prior.sqlite*"))
+    assert secret_email.encode() not in on_disk and b"Jane" not in on_disk
+    # a new process (a new key) cannot open what an old one sealed
+    from cryptography.exceptions import InvalidTag
+
+    reopened = PriorCallStore(path, RawSealer())
+    with pytest.raises(InvalidTag):
+        reopened.exact_hit("get_user", '{"id": "u1"}', write_state([]))

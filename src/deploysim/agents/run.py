@@ -41,6 +41,7 @@ from deploysim.store.run_dir import write_verdicts
 from deploysim.toolsim import (
     LLMToolSimulator,
     PriorCallStore,
+    RawSealer,
     ToolPolicy,
     ToolResolver,
     build_connectors,
@@ -146,12 +147,13 @@ def _safe_name(text: str) -> str:
 
 def build_resolver(config: AgentRunConfig, records: Iterable[Record | tuple[Record, Record]], store_path: Path | str,
                    simulator: LLMToolSimulator | None, deid_text: Callable[[Record, str], str] | None,
-                   leave_one_out: bool = False, affordances: str | None = None) -> ToolResolver:
+                   leave_one_out: bool = False, affordances: str | None = None,
+                   sealer: RawSealer | None = None) -> ToolResolver:
     connector_cfg, base, tool_cfg = load_connector_config(config.connectors)
     policy = ToolPolicy.from_config(tool_cfg)
     if Path(str(store_path)).exists():
         Path(str(store_path)).unlink()
-    store = PriorCallStore(store_path)
+    store = PriorCallStore(store_path, sealer)
     store.add_records(records, policy)
     return ToolResolver(policy=policy, store=store, connectors=build_connectors(connector_cfg, base),
                         simulator=simulator, affordances=parse_affordances(affordances or config.affordances),
@@ -189,11 +191,14 @@ async def _run(config: AgentRunConfig, root: Path, resume: bool) -> dict[str, An
         if config.prior:
             yield from iter_trajectory_pairs(config.prior, deid, tools_file=config.tools_file)
 
-    # The store holds raw outputs (re-de-identified per episode on a hit): memory only, never the
-    # run directory, unless privacy is off.
-    store_path = root / "prior_calls.sqlite" if deid_text is None else ":memory:"
-    resolver = build_resolver(config, prior_records(), store_path,
-                              LLMToolSimulator(sim_caller) if sim_caller else None, deid_text)
+    # The store streams to disk; with privacy on, its raw outputs (re-de-identified per episode on
+    # a hit) are sealed under a key that only this process holds.
+    privacy_on = deid_text is not None
+    records: Iterable[Record | tuple[Record, Record]] = (
+        prior_records() if privacy_on else (clean for clean, _raw in prior_records()))  # off: raw is clean
+    resolver = build_resolver(config, records, root / "prior_calls.sqlite",
+                              LLMToolSimulator(sim_caller) if sim_caller else None, deid_text,
+                              sealer=RawSealer() if privacy_on else None)
     (root / "transcripts").mkdir(parents=True, exist_ok=True)
     (root / "rejects.jsonl").write_bytes(b"".join(r.model_dump_json().encode() + b"\n" for r in rejects))
     semaphore = asyncio.Semaphore(max(1, config.concurrency))

@@ -31,7 +31,7 @@ from deploysim.toolsim.resolver import (
     tool_message,
 )
 from deploysim.toolsim.simulator import LLMToolSimulator, SimulationRequest, build_prompt, clean_output
-from deploysim.toolsim.store import PriorCall, PriorCallStore
+from deploysim.toolsim.store import PriorCall, PriorCallStore, RawSealer
 
 __all__ = [
     "AFFORDANCES",
@@ -45,6 +45,8 @@ __all__ = [
     "Overlay",
     "PriorCall",
     "PriorCallStore",
+    "RawSealer",
+    "RawSealer",
     "RepositoryConnector",
     "SimulationRequest",
     "ToolAnswer",

@@ -10,7 +10,9 @@ Privacy: ``output`` is the de-identified text (what prompts may show). With
 de-identify it in the asking episode's own record context: another trajectory's
 surrogates (a different fake address for the same customer) would otherwise leak into
 the episode — inconsistent within the record (DESIGN rule 2) and a tell. Raw outputs
-are PII: keep such a store in memory (the default path).
+are PII: a store on disk holds them only sealed by a ``RawSealer``, whose key never
+leaves the process, so the store can stream to disk at any size and nothing readable
+outlives the run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,25 @@ from deploysim.toolsim.overlay import write_state
 _WORD = re.compile(r"[A-Za-z0-9_]+")
 
 
+class RawSealer:
+    """Deterministic authenticated encryption (AES-SIV) under a key made here and kept in memory only.
+
+    Deterministic on purpose: equal raw outputs seal to equal bytes, so the store can still
+    count how often each output was logged. Equality is all the sealed column reveals.
+    """
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+        self._siv = AESSIV(AESSIV.generate_key(512))
+
+    def seal(self, text: str) -> bytes:
+        return self._siv.encrypt(text.encode("utf-8"), None)
+
+    def unseal(self, blob: bytes) -> str:
+        return self._siv.decrypt(blob, None).decode("utf-8")
+
+
 @dataclass(frozen=True)
 class PriorCall:
     tool: str
@@ -37,8 +58,11 @@ class PriorCall:
 
 
 class PriorCallStore:
-    def __init__(self, path: str | Path = ":memory:") -> None:
-        if str(path) != ":memory:":
+    def __init__(self, path: str | Path = ":memory:", sealer: RawSealer | None = None) -> None:
+        """``sealer``: how raw outputs are kept; required for raw outputs in a store on disk."""
+        self.on_disk = str(path) != ":memory:"
+        self.sealer = sealer
+        if self.on_disk:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), check_same_thread=False)
         self.db.executescript(
@@ -71,7 +95,12 @@ class PriorCallStore:
         raw_calls = logged_calls(raw.messages) if raw is not None else []
         if raw is not None and [c.index for c in raw_calls] != [c.index for c in calls]:
             raise ValueError(f"{record.id}: raw and de-identified trajectories differ in structure")
-        raw_outputs = [c.output for c in raw_calls] if raw is not None else [None] * len(calls)
+        if raw is not None and self.on_disk and self.sealer is None:
+            raise ValueError("raw tool outputs are PII: a prior-call store on disk needs a RawSealer")
+        raw_outputs: list[str | bytes | None] = [None] * len(calls)
+        if raw is not None:
+            raw_outputs = [c.output if self.sealer is None or c.output is None else self.sealer.seal(c.output)
+                           for c in raw_calls]
         by_index: dict[int, str] = {}
         for i, message in enumerate(record.messages):
             if message.role == "user":
@@ -109,7 +138,14 @@ class PriorCallStore:
             "GROUP BY 1, 2 ORDER BY n DESC, min(id) LIMIT 1",
             (tool, canonical_args(arguments), state, exclude_record or ""),
         ).fetchone()
-        return (row[0], bool(row[1])) if row else None
+        if row is None:
+            return None
+        output, is_raw = row[0], bool(row[1])
+        if is_raw and isinstance(output, bytes):
+            if self.sealer is None:
+                raise ValueError("sealed raw output and no RawSealer to open it")
+            output = self.sealer.unseal(output)
+        return output, is_raw
 
     def exact(self, tool: str, arguments: str, state: str, exclude_record: str | None = None) -> str | None:
         """The most frequent logged output of this exact call in this world state, or None (see ``exact_hit``)."""
