@@ -306,7 +306,9 @@ def test_required_tool_choice_asks_for_a_schema_bound_call_and_parses_it() -> No
     assert inner.seen[-1][1].response_format is None and "</tool_call>" in inner.seen[-1][1].stop
     # a forced reply that is not a valid call (unknown tool) is not turned into one
     inner.text = '{"name": "rm_rf", "arguments": {}}'
-    assert asyncio.run(client.generate(messages, GenerationParams(tool_choice="required"), TOOLS)).tool_calls == []
+    out = asyncio.run(client.generate(messages, GenerationParams(tool_choice="required"), TOOLS))
+    assert out.tool_calls == [] and out.text == inner.text  # and the reply is kept as the model wrote it
+    assert inner.seen[-1][1].max_tokens >= 512  # a forced call gets room to finish
 
 
 def test_native_providers_pass_tool_choice() -> None:

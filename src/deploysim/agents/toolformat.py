@@ -23,7 +23,7 @@ from deploysim.models import ModelClient, ModelOutput
 from deploysim.schema import GenerationParams, Message, ToolCall, content_hash
 from deploysim.toolsim.calls import tool_names
 
-FORMAT_VERSION = "prompt-tools-v2"  # bump whenever the rendering, grammar or parsing changes (cache keys)
+FORMAT_VERSION = "prompt-tools-v3"  # bump whenever the rendering, grammar or parsing changes (cache keys)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.S)
 
@@ -64,7 +64,9 @@ def tool_call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 #: Grammar bounds where a spec sets none: a small model under a grammar can fill a string or a list forever.
-MAX_STRING_CHARS, MAX_ARRAY_ITEMS = 120, 4
+MAX_STRING_CHARS, MAX_ARRAY_ITEMS = 80, 3
+#: A forced call cut by the token limit is no call at all: forced steps get at least this many tokens.
+MIN_FORCED_CALL_TOKENS = 512
 
 
 def _bounded(schema: Any) -> Any:
@@ -135,7 +137,8 @@ def parse_required_call(text: str | None, tools: list[dict[str, Any]]) -> tuple[
     """A forced call's reply: the call's JSON object alone (or in a ``<tool_call>`` block), strictly checked."""
     stripped = (text or "").strip()
     if stripped.startswith("{"):
-        return parse_tool_calls(f"{OPEN}{stripped}{CLOSE}", tools)
+        rest, calls = parse_tool_calls(f"{OPEN}{stripped}{CLOSE}", tools)
+        return (rest, calls) if calls else (text, [])
     return parse_tool_calls(text, tools)
 
 
@@ -157,7 +160,8 @@ class PromptToolClient:
         inner_params = params.model_copy(update={"tool_choice": None})
         if choice == "required":
             inner_params = inner_params.model_copy(update={
-                "response_format": {"type": "json_object", "schema": tool_call_schema(tools)}})
+                "response_format": {"type": "json_object", "schema": tool_call_schema(tools)},
+                "max_tokens": max(params.max_tokens, MIN_FORCED_CALL_TOKENS)})
             output = await self.inner.generate(render_messages(messages, tools, required=True), inner_params, [])
             text, calls = parse_required_call(output.text, tools)
         else:
