@@ -429,8 +429,7 @@ def test_store_hit_from_another_trajectory_gets_this_episodes_surrogates() -> No
 
 def test_prior_call_store_on_disk_keeps_raw_outputs_only_sealed(tmp_path: Path) -> None:
     """With privacy on, the store streams to disk; raw outputs are sealed, still grouped and still answer hits."""
-    from deploysim.toolsim import write_state
-    from deploysim.toolsim import RawSealer
+    from deploysim.toolsim import RawSealer, write_state
 
     secret_email = "jane.doe@corp-mail.com"
     raw_out = f'{{"email": "{secret_email}", "name": "Jane"}}'

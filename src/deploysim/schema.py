@@ -83,7 +83,8 @@ class GenerationParams(_Model):
     top_p: float | None = None
     #: OpenAI-style structured output request, passed to providers that take one (judges use it).
     response_format: dict[str, Any] | None = None
-    #: Whether the model may (``auto``), must (``required``) or must not (``none``) call a tool; ``None``: provider default.
+    #: Whether the model may (``auto``), must (``required``) or must not (``none``) call a tool;
+    #: ``None``: the provider's default.
     tool_choice: Literal["auto", "required", "none"] | None = None
 
 

@@ -69,8 +69,8 @@ def agents() -> None:
                    "policy violations in each turn (needs --judge)")
 @click.option("--judge", default=None, help="judge model id for --policy (e.g. openai/gpt-4.1-mini)")
 def run_cmd(data, simulator, affordances, connectors, tools_file, limit, simulator_max_tokens, privacy, presidio,
-            no_cache, candidate, out, turns, max_steps, max_tokens, tool_format, tool_choice, concurrency, timeout_s, resume,
-            policy, judge) -> None:  # noqa: ANN001
+            no_cache, candidate, out, turns, max_steps, max_tokens, tool_format, tool_choice, concurrency, timeout_s,
+            resume, policy, judge) -> None:  # noqa: ANN001
     """Replay agent turns with the candidate; write transcripts, verdicts and a reconciled summary."""
     from deploysim.agents.run import AgentRunConfig, run_agents
 
