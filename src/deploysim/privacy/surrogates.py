@@ -63,6 +63,12 @@ def _into_shape(template: str, digits: str) -> str:
     return "".join(next(it) if c.isdigit() else c for c in template)
 
 
+def spaced_like(template: str, compact: str) -> str:
+    """``compact`` (no spaces) with the spaces of ``template`` where it has them (IBAN, NINO groups)."""
+    it = iter(compact)
+    return "".join(c if c == " " else next(it) for c in template)
+
+
 def _digits(text: str) -> str:
     return "".join(c for c in text if c.isdigit())
 
@@ -168,10 +174,7 @@ class Fakers:
                 break
         else:
             raise ValueError("no valid IBAN")
-        out, it = [], iter(candidate)
-        for c in value:
-            out.append(c if c == " " else next(it))
-        return "".join(out)
+        return spaced_like(value, candidate)
 
     def ip(self, value: str, rng: random.Random) -> str:
         address = ipaddress.ip_address(value)
@@ -186,10 +189,7 @@ class Fakers:
     def nino(self, value: str, rng: random.Random) -> str:
         compact = (rng.choice(_NINO_FIRST) + rng.choice(_NINO_SECOND)
                    + "".join(rng.choice(string.digits) for _ in range(6)) + rng.choice("ABCD"))
-        out, it = [], iter(compact)
-        for c in value:
-            out.append(c if c == " " else next(it))
-        return "".join(out)
+        return spaced_like(value, compact)
 
     def api_key(self, value: str, rng: random.Random) -> str:
         m = _KEY_PREFIX.match(value)
