@@ -150,15 +150,13 @@ class StructuredJudgeClient:
     """
 
     def __init__(self, inner: Any, structured: str = "auto") -> None:
-        from deploysim.models.openai_api import OpenAICompatibleModel
-
         self.inner = inner
         self.model_id = inner.model_id
         self.mode = structured
         if structured == "auto":
-            local = str(getattr(inner, "model_id", "")).startswith("local/")  # llama.cpp: a schema grammar
-            self.mode = ("json_schema" if isinstance(inner, OpenAICompatibleModel)
-                         else "json_object_schema" if local else "none")
+            # A client says which response_format it takes first (OpenAI-compatible: json_schema;
+            # in-process llama.cpp: json_object with a schema); others get the plain prompt.
+            self.mode = getattr(inner, "structured_output", "none")
         self._confirmed = False  # a mode that has answered once is kept
 
     def cache_identity(self) -> dict[str, Any]:

@@ -153,6 +153,9 @@ def _llama_response_format(requested: dict[str, Any] | None) -> dict[str, Any] |
 
 
 class LocalLlamaModel:
+    #: llama.cpp turns ``{"type": "json_object", "schema": ...}`` into a sampling grammar.
+    structured_output = "json_object_schema"
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.model_id = f"local/{name}"

@@ -64,6 +64,9 @@ def classify_openai_error(exc: Exception) -> ModelCallError:
 
 
 class OpenAICompatibleModel:
+    #: The ``response_format`` form tried first by structured-output callers (the judge).
+    structured_output = "json_schema"
+
     def __init__(self, model: str, base_url: str | None, api_key: str | None, provider: str) -> None:
         self.model = model
         self.base_url = base_url
