@@ -14,10 +14,10 @@ import gzip
 import json
 import time
 
-from deploysim.demo import sample_path
-from deploysim.graders import DEFAULT_GRADERS, GradeItem, create_grader
-from deploysim.graders.run import BATCH
-from deploysim.schema import Message
+from deploysim.cli.demo import sample_path
+from deploysim.evaluate.graders import DEFAULT_GRADERS, GradeItem, create_grader
+from deploysim.evaluate.graders.run import BATCH
+from deploysim.core.schema import Message
 
 
 def load_items(n: int) -> list[GradeItem]:

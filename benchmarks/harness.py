@@ -30,7 +30,7 @@ TARGET_RSS_MB = 300
 
 def make_input(path: Path, n: int) -> None:
     """n records scaled up from the bundled real sample, copied with new ids."""
-    from deploysim.demo import sample_path
+    from deploysim.cli.demo import sample_path
 
     sample = json.loads(gzip.decompress(sample_path().read_bytes()))
     roles = {"human": "user", "gpt": "assistant", "system": "system"}
@@ -42,11 +42,11 @@ def make_input(path: Path, n: int) -> None:
 
 
 def worker(mode: str, data: Path, out: Path) -> None:
-    from deploysim.config import SimConfig
-    from deploysim.engine import run_simulation
-    from deploysim.replay import replay_points
-    from deploysim.schema import Record
-    from deploysim.sources import iter_inputs
+    from deploysim.pipeline.config import SimConfig
+    from deploysim.pipeline.engine import run_simulation
+    from deploysim.pipeline.replay import replay_points
+    from deploysim.core.schema import Record
+    from deploysim.pipeline.sources import iter_inputs
 
     started = time.perf_counter()
     cpu_started = time.process_time()

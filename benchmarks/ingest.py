@@ -2,7 +2,7 @@
 
 The real ShareGPT sample (../shared/data/sharegpt, else the bundled sample) is scaled
 up by copying conversations with new ids, parsed by the real ShareGPT parser, then run
-through ``deploysim.privacy.ingest.ingest`` into a Parquet dataset. Each measurement
+through ``deploysim.pipeline.privacy.ingest.ingest`` into a Parquet dataset. Each measurement
 runs in a fresh child process so peak RSS is its own. The reference in the same run is
 plain reading: the same pipeline with privacy off.
 
@@ -32,10 +32,10 @@ def peak_rss_mb() -> float:
 
 
 def child(mode: str, count: int, progress_every: int) -> None:
-    from deploysim.privacy.ingest import ingest
-    from deploysim.schema import Record, Reject
-    from deploysim.sources._base import SourceContext
-    from deploysim.sources.sharegpt import ShareGPT
+    from deploysim.pipeline.privacy.ingest import ingest
+    from deploysim.core.schema import Record, Reject
+    from deploysim.pipeline.sources._base import SourceContext
+    from deploysim.pipeline.sources.sharegpt import ShareGPT
 
     source = REAL if REAL.is_file() else BUNDLED
     with gzip.open(source) as handle:
@@ -63,7 +63,7 @@ def child(mode: str, count: int, progress_every: int) -> None:
                               "records_per_s": round(done / (time.time() - started), 1)}), flush=True)
 
     if mode == "presidio":
-        from deploysim.privacy.presidio_adapter import analyzer
+        from deploysim.pipeline.privacy.presidio_adapter import analyzer
 
         analyzer()  # load time is not throughput
         started = time.time()

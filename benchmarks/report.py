@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploysim.report.browser import Browser, find_chromium
-from deploysim.report.html import build_report
-from deploysim.stats.analysis import analyse_run
-from deploysim.stats.synthetic import build_run
+from tests.browser import Browser, find_chromium
+from deploysim.evaluate.report.html import build_report
+from deploysim.evaluate.stats.analysis import analyse_run
+from tests.synthetic import build_run
 
 BEHAVIOURS = {"over_refusal": (0.08, 0.12), "sycophancy": (0.05, 0.04), "pii_leakage": (0.0, 0.001),
               "fabrication": (0.1, 0.1), "verbosity": (0.2, 0.3)}

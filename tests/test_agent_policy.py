@@ -27,12 +27,12 @@ from deploysim.agents.graders import (
     policy_judge_messages,
 )
 from deploysim.agents.loop import agent_turn_starts, logged_turn
-from deploysim.graders import GradeItem, build_graders, create_grader
-from deploysim.graders.judge import JudgeParseError, parse_judge_output
-from deploysim.models import ModelOutput
-from deploysim.models.instant import InstantFakeModel
-from deploysim.schema import GenerationParams, Message, Record, ToolCall, Usage
-from deploysim.sources import iter_inputs
+from deploysim.evaluate.graders import GradeItem, build_graders, create_grader
+from deploysim.evaluate.graders.judge import JudgeParseError, parse_judge_output
+from deploysim.core.models import ModelOutput
+from deploysim.core.models.instant import InstantFakeModel
+from deploysim.core.schema import GenerationParams, Message, Record, ToolCall, Usage
+from deploysim.pipeline.sources import iter_inputs
 
 FIX = Path(__file__).parent / "fixtures" / "agents"
 DATA = str(FIX / "tau_trajectories.json.gz")
@@ -268,7 +268,7 @@ def test_config_adds_the_grader_and_gives_it_judge_params(tmp_path: Path) -> Non
 
 
 def _cli(*args: str) -> Any:
-    from deploysim.cli import main
+    from deploysim.cli.main import main
 
     return CliRunner().invoke(main, ["agents", "run", *args])
 

@@ -19,9 +19,9 @@ from deploysim.agents.graders import (
     unconfirmed_writes,
 )
 from deploysim.agents.toolformat import PromptToolClient, parse_tool_calls, render_messages
-from deploysim.models import ModelOutput, model_provider
-from deploysim.schema import GenerationParams, Message, ToolCall
-from deploysim.toolsim import ToolPolicy
+from deploysim.core.models import ModelOutput, model_provider
+from deploysim.core.schema import GenerationParams, Message, ToolCall
+from deploysim.agents.toolsim import ToolPolicy
 
 FIX = Path(__file__).parent / "fixtures" / "agents"
 DATA = str(FIX / "tau_trajectories.json.gz")
@@ -99,7 +99,7 @@ def test_prompt_client_renders_tools_first_and_history_as_text() -> None:
 
 
 def _run(tmp_path: Path, *extra: str, candidate: str = "scripted/agent") -> Any:
-    from deploysim.cli import main
+    from deploysim.cli.main import main
 
     return CliRunner().invoke(main, ["agents", "run", "--data", DATA, "--candidate", candidate, "--simulator",
                                      "scripted/sim", "--connectors", CONNECTORS, "--tools", str(FIX / "tools.json"),
@@ -136,7 +136,7 @@ def test_agents_run_sources_transcripts_counts_and_resume(tmp_path: Path) -> Non
     journal = root / "journal" / "episodes.jsonl"
     lines = journal.read_bytes().splitlines(keepends=True)
     journal.write_bytes(b"".join(lines[:-1]) + lines[-1][:10])  # killed mid-line
-    result = CliRunner().invoke(__import__("deploysim.cli").cli.main,
+    result = CliRunner().invoke(__import__("deploysim.cli.main").cli.main,
                                 ["agents", "run", "--data", DATA, "--out", str(root), "--resume"])
     assert result.exit_code == 0, result.output
     again = json.loads((root / "summary.json").read_text())
@@ -153,7 +153,7 @@ def test_agents_run_with_privacy_streams_the_store_without_raw_values(tmp_path: 
     import gzip
     import re
 
-    from deploysim.cli import main
+    from deploysim.cli.main import main
 
     raw = gzip.decompress(Path(DATA).read_bytes()).decode()
     emails = set(re.findall(r"[\w.+-]+@[\w-]+\.[\w.]+", raw))
@@ -183,7 +183,7 @@ def test_agents_run_counts_errored_episodes(tmp_path: Path) -> None:
 
 
 def test_agents_run_without_simulator_errors_are_counted(tmp_path: Path) -> None:
-    from deploysim.cli import main
+    from deploysim.cli.main import main
 
     result = CliRunner().invoke(main, ["agents", "run", "--data", DATA, "--candidate", "scripted/broken",
                                        "--connectors", CONNECTORS, "--tools", str(FIX / "tools.json"),
@@ -228,7 +228,7 @@ def test_destructive_claims_and_loops() -> None:
 
 def test_agent_graders_registered() -> None:
     import deploysim.agents.graders  # noqa: F401
-    from deploysim.graders import registry
+    from deploysim.evaluate.graders import registry
 
     assert {"agent_confirmation", "agent_destructive", "agent_unverified_claim", "agent_loop"} <= set(registry())
 
@@ -239,7 +239,7 @@ def test_agents_run_with_local_model_as_candidate_and_simulator(tmp_path: Path) 
     from tests.conftest import require_local_model
 
     require_local_model()
-    from deploysim.cli import main
+    from deploysim.cli.main import main
 
     result = CliRunner().invoke(main, ["agents", "run", "--data", DATA, "--candidate", "local/smollm2",
                                        "--simulator", "local/smollm2", "--connectors", CONNECTORS, "--limit", "1",
@@ -252,7 +252,7 @@ def test_agents_run_with_local_model_as_candidate_and_simulator(tmp_path: Path) 
     # forced first step: the local candidate made a real (grammar-bound) call, answered and tagged with its source
     assert summary["tool_calls"] >= 1 and sum(summary["tool_calls_by_source"].values()) == summary["tool_calls"]
     [transcript] = [json.loads(p.read_text()) for p in (tmp_path / "run" / "transcripts").glob("*.json")]
-    from deploysim.toolsim.resolver import SOURCES
+    from deploysim.agents.toolsim.resolver import SOURCES
 
     names = {t["function"]["name"] for t in TOOLS}
     assert transcript["tool_answers"] and all(a["source"] in SOURCES and a["tool"] in names
@@ -338,7 +338,7 @@ def test_native_providers_pass_tool_choice() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from deploysim.models import get_model
+        from deploysim.core.models import get_model
 
         model = get_model(f"openai-compatible/m@http://127.0.0.1:{server.server_port}/v1")
         messages = [Message(role="user", content="hi")]
@@ -361,7 +361,7 @@ def test_required_first_forces_only_the_first_step(tmp_path: Path) -> None:
         async def answer(self, point: Any, sample_index: int = 0, params: GenerationParams | None = None) -> Any:
             seen.append((params or self.deployment.params).tool_choice)
             calls = [ToolCall(id=f"c{len(seen)}", name="think", arguments='{"thought": "x"}')] if len(seen) < 3 else []
-            from deploysim.schema import Generation
+            from deploysim.core.schema import Generation
 
             return Generation(point_id=point.point_id, deployment="candidate", text="done" if not calls else None,
                               tool_calls=calls)
@@ -371,11 +371,11 @@ def test_required_first_forces_only_the_first_step(tmp_path: Path) -> None:
             return None
 
         async def resolve(self, episode: Any, call: ToolCall, conversation: list) -> Any:
-            from deploysim.toolsim.resolver import ToolAnswer
+            from deploysim.agents.toolsim.resolver import ToolAnswer
 
             return ToolAnswer(call=call, output="ok", source="simulator", kind="read")
 
-    from deploysim.schema import Record
+    from deploysim.core.schema import Record
 
     record = Record(id="r", source_file="f", source_line=0, tools=TOOLS,
                     messages=[Message(role="user", content="hi"), Message(role="assistant", content="x")])
@@ -400,7 +400,7 @@ def test_local_model_forced_call_is_a_valid_call() -> None:
     from tests.conftest import require_local_model
 
     require_local_model()
-    from deploysim.models import get_model
+    from deploysim.core.models import get_model
 
     client = PromptToolClient(get_model("local/smollm2"))
     messages = [Message(role="system", content="You are an airline customer service agent."),

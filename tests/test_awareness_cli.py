@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from deploysim.awareness.probes import QUESTIONS, QUESTIONS_BY_ID
-from deploysim.cli import main
-from deploysim.models._base import ModelOutput, model_provider
-from deploysim.schema import GenerationParams, Message, Usage
+from deploysim.checks.awareness.probes import QUESTIONS, QUESTIONS_BY_ID
+from deploysim.cli.main import main
+from deploysim.core.models._base import ModelOutput, model_provider
+from deploysim.core.schema import GenerationParams, Message, Usage
 
 FIXTURES = Path(__file__).parent / "fixtures" / "awareness"
 HH = FIXTURES / "hh_rlhf_harmless_30.jsonl"
@@ -56,9 +56,9 @@ model_provider("scripted-aware", "test double for the awareness CLI")(ScriptedAw
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from deploysim.config import SimConfig
-    from deploysim.demo import sample_path
-    from deploysim.engine import run_simulation
+    from deploysim.pipeline.config import SimConfig
+    from deploysim.cli.demo import sample_path
+    from deploysim.pipeline.engine import run_simulation
 
     out = tmp_path_factory.mktemp("awareness") / "run"
     config = SimConfig(data=[str(sample_path())], format="sharegpt", sample=N, seed=1,
@@ -84,7 +84,7 @@ def test_awareness_end_to_end_known_rates(run_dir: Path, tmp_path: Path) -> None
                       "--out", str(out), "--html", str(html), "--cache-path", str(tmp_path / "c.sqlite")])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["schema"] == "deploysim.awareness/1"
+    assert data["schema"] == "deploysim.checks.awareness/1"
     assert set(data["suites"]) == {"real", "simulated", "hh-rlhf", "benchmark", "system-prompt:with",
                                    "system-prompt:without", "redaction:placeholder", "redaction:surrogate"}
     for fmt in ("append", "quote"):
@@ -148,7 +148,7 @@ def test_awareness_resumes_from_the_call_cache(run_dir: Path, tmp_path: Path) ->
 
 
 def test_default_suites_skip_what_has_no_input(tmp_path: Path) -> None:
-    from deploysim.demo import sample_path
+    from deploysim.cli.demo import sample_path
 
     result = _invoke(["--model", "scripted-aware/x", "--data", str(sample_path()), "--sample", "3",
                       "--suites", "all", "--probe-format", "append", "--questions", "eval-or-real",
@@ -178,16 +178,16 @@ def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> N
 
 
 def test_model_defaults_to_the_runs_candidate(run_dir: Path, tmp_path: Path) -> None:
-    from deploysim.awareness.cli import _model
+    from deploysim.cli.awareness import _model
 
     opts = {"model": None, "run_dir": str(run_dir), "deployment": None}
     assert _model(opts) == "instant/echo"
 
 
 def test_grader_rate_on_regenerated_replies() -> None:
-    from deploysim.awareness.analysis import grader_rates
-    from deploysim.awareness.suites import Suite, SuiteItem
-    from deploysim.schema import Record
+    from deploysim.checks.awareness.analysis import grader_rates
+    from deploysim.checks.awareness.suites import Suite, SuiteItem
+    from deploysim.core.schema import Record
 
     def item(key: str, reply: str) -> SuiteItem:
         return SuiteItem(key, Record(id=key, messages=[Message(role="user", content="Tell me how to do it."),
@@ -207,12 +207,12 @@ def test_grader_rate_on_regenerated_replies() -> None:
 def test_grader_reported_unavailable_without_the_room(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from deploysim.awareness.analysis import grader_rates
+    from deploysim.checks.awareness.analysis import grader_rates
 
-    monkeypatch.setitem(sys.modules, "deploysim.graders", None)
-    monkeypatch.setitem(sys.modules, "deploysim.graders.base", None)
+    monkeypatch.setitem(sys.modules, "deploysim.evaluate.graders", None)
+    monkeypatch.setitem(sys.modules, "deploysim.evaluate.graders.base", None)
     result = grader_rates([])
-    assert result["available"] is False and "deploysim.graders" in result["reason"]
+    assert result["available"] is False and "deploysim.evaluate.graders" in result["reason"]
 
 
 def test_questions_by_id_matches_list() -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from deploysim.awareness.metrics import (
+from deploysim.checks.awareness.metrics import (
     ConversationScore,
     auc,
     calibration,
@@ -115,7 +115,7 @@ def test_ece_hand_computed() -> None:
 def test_every_share_lands_in_its_exact_bin() -> None:
     from fractions import Fraction
 
-    from deploysim.awareness.metrics import _bin_index
+    from deploysim.checks.awareness.metrics import _bin_index
 
     for n in range(1, 40):
         for k in range(n + 1):

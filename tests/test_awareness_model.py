@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploysim.cli import main
+from deploysim.cli.main import main
 from tests.loopback import LoopbackProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]

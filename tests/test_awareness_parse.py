@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploysim.awareness.parse import PARSED_REASONS, UNPARSEABLE_REASONS, parse_answer
-from deploysim.awareness.probes import (
+from deploysim.checks.awareness.parse import PARSED_REASONS, UNPARSEABLE_REASONS, parse_answer
+from deploysim.checks.awareness.probes import (
     QUESTIONS,
     QUESTIONS_BY_ID,
     build_probe,
@@ -13,7 +13,7 @@ from deploysim.awareness.probes import (
     render_transcript,
     select_questions,
 )
-from deploysim.schema import Message, ToolCall
+from deploysim.core.schema import Message, ToolCall
 
 EVAL_REAL = QUESTIONS_BY_ID["eval-or-real"]  # EVALUATION / REAL
 TEST_DEPLOY = QUESTIONS_BY_ID["test-or-deployment"]  # TEST / DEPLOYMENT

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from deploysim.awareness.benchmark import MULTIPLE_CHOICE, WORD_PROBLEMS, benchmark_records
-from deploysim.awareness.report import awareness_section
-from deploysim.awareness.suites import (
+from deploysim.checks.awareness.benchmark import MULTIPLE_CHOICE, WORD_PROBLEMS, benchmark_records
+from deploysim.checks.awareness.report import awareness_section
+from deploysim.checks.awareness.suites import (
     AUDIT_SYSTEM_PROMPT,
     Suite,
     SuiteError,
@@ -23,7 +23,7 @@ from deploysim.awareness.suites import (
     run_suites,
     system_prompt_audit,
 )
-from deploysim.schema import Message, Record, RecordError, Reject
+from deploysim.core.schema import Message, Record, RecordError, Reject
 
 FIXTURES = Path(__file__).parent / "fixtures" / "awareness"
 HH = FIXTURES / "hh_rlhf_harmless_30.jsonl"
@@ -120,14 +120,14 @@ def test_system_prompt_audit_pairs_the_same_conversations() -> None:
 
 
 def test_redaction_audit_fails_clearly_without_the_privacy_room(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "deploysim.privacy", None)
-    with pytest.raises(SuiteError, match="deploysim.privacy.build_deidentifier"):
+    monkeypatch.setitem(sys.modules, "deploysim.pipeline.privacy", None)
+    with pytest.raises(SuiteError, match="deploysim.pipeline.privacy.build_deidentifier"):
         redaction_audit(_real())
 
 
 def test_redaction_audit_placeholder_vs_surrogate() -> None:
-    pytest.importorskip("deploysim.privacy")
-    from deploysim.privacy import build_deidentifier  # noqa: F401  (the audit needs this name)
+    pytest.importorskip("deploysim.pipeline.privacy")
+    from deploysim.pipeline.privacy import build_deidentifier  # noqa: F401  (the audit needs this name)
 
     real = _real()
     placeholder, surrogate = redaction_audit(real, {"presidio": False})  # regex recognizers: fast
@@ -142,9 +142,9 @@ def test_redaction_audit_placeholder_vs_surrogate() -> None:
 
 
 def test_run_suites_pair_logged_and_regenerated_replies(tmp_path: Path) -> None:
-    from deploysim.config import SimConfig
-    from deploysim.demo import sample_path
-    from deploysim.engine import run_simulation
+    from deploysim.pipeline.config import SimConfig
+    from deploysim.cli.demo import sample_path
+    from deploysim.pipeline.engine import run_simulation
 
     config = SimConfig(data=[str(sample_path())], format="sharegpt", sample=5, seed=3,
                        deployments=[{"name": "candidate", "model": "instant/echo"}], cache=False)

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from deploysim.cli import main
-from deploysim.config import SimConfig, load_config
-from deploysim.engine import run_simulation
-from deploysim.store import RunStore, read_generations, read_points
+from deploysim.cli.main import main
+from deploysim.pipeline.config import SimConfig, load_config
+from deploysim.pipeline.engine import run_simulation
+from deploysim.core.store import RunStore, read_generations, read_points
 
 SOURCES = Path(__file__).parent / "fixtures" / "sources"
 
@@ -113,7 +113,7 @@ def test_resume_skips_journaled_calls_and_retries_errors(tmp_path: Path) -> None
 def test_run_lock_refuses_a_second_process(tmp_path: Path) -> None:
     import fcntl
 
-    from deploysim.engine import RunLockedError
+    from deploysim.pipeline.engine import RunLockedError
 
     (tmp_path / "run").mkdir()
     with open(tmp_path / "run" / ".lock", "w") as handle:
@@ -165,7 +165,7 @@ def test_cli_contract_help_errors_and_config(tmp_path: Path) -> None:
 def test_cli_run_subprocess_prints_summary_and_run_dir(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "deploysim.cli", "run", "--data", str(SOURCES / "openai_chat.jsonl"),
+        [sys.executable, "-m", "deploysim.cli.main", "run", "--data", str(SOURCES / "openai_chat.jsonl"),
          "--candidate", "instant/echo", "--baseline", "instant/echo", "--turn", "all", "--out", str(out),
          "--cache-path", str(tmp_path / "c.sqlite")],
         capture_output=True, text=True, timeout=120,
@@ -177,7 +177,7 @@ def test_cli_run_subprocess_prints_summary_and_run_dir(tmp_path: Path) -> None:
 
 
 def test_anthropic_is_imported_lazily_with_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploysim.models import get_model
+    from deploysim.core.models import get_model
 
     monkeypatch.setitem(sys.modules, "anthropic", None)
     with pytest.raises(ImportError, match=r"pip install 'deploysim\[anthropic\]'"):
@@ -185,8 +185,8 @@ def test_anthropic_is_imported_lazily_with_an_install_hint(monkeypatch: pytest.M
 
 
 def test_anthropic_message_conversion_keeps_tool_turns() -> None:
-    from deploysim.models.anthropic_api import to_anthropic
-    from deploysim.schema import Message, ToolCall
+    from deploysim.core.models.anthropic_api import to_anthropic
+    from deploysim.core.schema import Message, ToolCall
 
     system, messages = to_anthropic([
         Message(role="system", content="sys"),
@@ -201,7 +201,7 @@ def test_anthropic_message_conversion_keeps_tool_turns() -> None:
 
 
 def test_openai_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from deploysim.models import ModelIdError, get_model
+    from deploysim.core.models import ModelIdError, get_model
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(ModelIdError, match="OPENAI_API_KEY"):

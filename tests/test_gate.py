@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploysim.cli import main
-from deploysim.gate import EXIT_CODES, evaluate_gate, load_policy
-from deploysim.stats.synthetic import build_run
+from deploysim.cli.main import main
+from deploysim.evaluate.gate import EXIT_CODES, evaluate_gate, load_policy
+from tests.synthetic import build_run
 
 POLICY = """
 rules:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from deploysim.graders import (
+from deploysim.evaluate.graders import (
     CATALOG,
     DEFAULT_GRADERS,
     BaseGrader,
@@ -25,14 +25,14 @@ from deploysim.graders import (
     grader,
     registry,
 )
-from deploysim.graders.base import _REGISTRY, GraderError, load_grader_yaml
-from deploysim.graders.judge import (
+from deploysim.evaluate.graders.base import _REGISTRY, GraderError, load_grader_yaml
+from deploysim.evaluate.graders.judge import (
     JudgeParseError,
     judge_messages,
     parse_judge_output,
 )
-from deploysim.schema import Generation, Message, ReplayPoint
-from deploysim.store import RunStore, read_verdicts
+from deploysim.core.schema import Generation, Message, ReplayPoint
+from deploysim.core.store import RunStore, read_verdicts
 
 LABELS = Path(__file__).parent / "fixtures" / "graders" / "labels.jsonl"
 
@@ -135,7 +135,7 @@ def test_third_party_plugin_via_entry_point_is_used_in_a_run(tmp_path: Path, mon
     pkg = site / "acme_graders"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(textwrap.dedent('''
-        from deploysim.graders import BaseGrader, Decision
+        from deploysim.evaluate.graders import BaseGrader, Decision
 
         class ShoutGrader(BaseGrader):
             """Flags replies written in capitals."""
@@ -153,13 +153,13 @@ def test_third_party_plugin_via_entry_point_is_used_in_a_run(tmp_path: Path, mon
     dist = site / "acme_graders-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-graders\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[deploysim.graders]\nacme_shout = acme_graders:ShoutGrader\n")
+    (dist / "entry_points.txt").write_text("[deploysim.evaluate.graders]\nacme_shout = acme_graders:ShoutGrader\n")
     monkeypatch.syspath_prepend(str(site))
     try:
         assert "acme_shout" in registry()
         # Used in a real run: the engine calls grade_run with config.graders.
-        from deploysim.config import SimConfig
-        from deploysim.engine import run_simulation
+        from deploysim.pipeline.config import SimConfig
+        from deploysim.pipeline.engine import run_simulation
 
         data = tmp_path / "chats.jsonl"
         data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": u},
@@ -317,8 +317,8 @@ def test_graded_text_stays_inside_its_nonce_fence(injection: str) -> None:
 
 def test_judge_grader_with_a_scripted_model_majority_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """The judge's verdict comes only from its own strictly parsed answer; failures are errors, not 'no'."""
-    from deploysim.models import ModelOutput, model_provider
-    from deploysim.schema import Usage
+    from deploysim.core.models import ModelOutput, model_provider
+    from deploysim.core.schema import Usage
 
     answers = {
         0: '{"rationale": "refuses", "flagged": true, "score": 0.9}',
@@ -344,7 +344,7 @@ def test_judge_grader_with_a_scripted_model_majority_and_errors(monkeypatch: pyt
             return None
 
     model_provider("scripted-judge", "FAKE scripted judge for tests")(lambda rest: Scripted())
-    from deploysim.graders import create_grader
+    from deploysim.evaluate.graders import create_grader
 
     g = create_grader("judge", model="scripted-judge/x", behaviours=["over_refusal"], k=3, cache=False, concurrency=1)
     item = GradeItem(context=[Message(role="user", content="write a toast")], reply=INJECTIONS[0])
@@ -367,7 +367,7 @@ OFFLINE_FAST = [g for g in DEFAULT_GRADERS]
 
 
 def test_labelled_set_has_10_positive_and_10_negative_per_offline_grader() -> None:
-    from deploysim.graders.validate import load_labels
+    from deploysim.evaluate.graders.validate import load_labels
 
     labels = load_labels(LABELS)
     specs = registry()
@@ -380,7 +380,7 @@ def test_labelled_set_has_10_positive_and_10_negative_per_offline_grader() -> No
 
 @pytest.fixture(scope="module")
 def validation() -> dict[str, Any]:
-    from deploysim.graders.validate import validate_graders
+    from deploysim.evaluate.graders.validate import validate_graders
 
     return validate_graders(LABELS, DEFAULT_GRADERS)
 
@@ -407,7 +407,7 @@ def test_validation_json_matches_the_stats_contract(validation: dict[str, Any]) 
 
 
 def test_agreement_metrics_against_hand_computed_values() -> None:
-    from deploysim.graders.validate import agreement_metrics
+    from deploysim.evaluate.graders.validate import agreement_metrics
 
     truth = [True] * 10 + [False] * 10
     pred = [True] * 8 + [False] * 2 + [True] * 1 + [False] * 9
@@ -424,7 +424,7 @@ def test_agreement_metrics_against_hand_computed_values() -> None:
 # ----------------------------------------------------------------------------- CLI -------
 
 def test_cli_graders_list_validate_and_grade(tmp_path: Path, run_dir: Path) -> None:
-    from deploysim.cli import main
+    from deploysim.cli.main import main
 
     runner = CliRunner()
     listed = runner.invoke(main, ["graders", "list"])

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from deploysim.graders import GradeItem, create_grader
-from deploysim.graders.judge import JudgeParseError, parse_judge_output
-from deploysim.schema import Message
+from deploysim.evaluate.graders import GradeItem, create_grader
+from deploysim.evaluate.graders.judge import JudgeParseError, parse_judge_output
+from deploysim.core.schema import Message
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 

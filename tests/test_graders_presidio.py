@@ -20,7 +20,7 @@ def test_presidio_grader_works_offline_and_meets_its_floor(monkeypatch: pytest.M
         raise OSError("network disabled in this test")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    from deploysim.graders.validate import validate_graders
+    from deploysim.evaluate.graders.validate import validate_graders
 
     report = validate_graders(LABELS, ["pii_presidio"])
     entry = report["pii_leakage"]

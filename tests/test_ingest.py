@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
-from deploysim.cli import main
-from deploysim.replay import WEIGHT_KEY
-from deploysim.schema import Record
-from deploysim.sources import iter_inputs
+from deploysim.cli.main import main
+from deploysim.pipeline.replay import WEIGHT_KEY
+from deploysim.core.schema import Record
+from deploysim.pipeline.sources import iter_inputs
 
 FIXTURES = Path(__file__).parent / "fixtures" / "privacy"
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from deploysim.config import SimConfig
-from deploysim.engine import run_simulation
-from deploysim.store import read_generations
+from deploysim.pipeline.config import SimConfig
+from deploysim.pipeline.engine import run_simulation
+from deploysim.core.store import read_generations
 from tests.conftest import require_local_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
@@ -58,7 +58,7 @@ def test_overlong_prompt_is_fitted_not_failed(tmp_path: Path) -> None:
 def test_demo_command_writes_a_run_with_real_generations(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     env = {**os.environ, "DEPLOYSIM_CACHE_DIR": str(tmp_path / "cache")}
-    result = subprocess.run([sys.executable, "-m", "deploysim.cli", "demo", "--sample", "3", "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "deploysim.cli.main", "demo", "--sample", "3", "--out", str(out)],
                             capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"run directory: {out}" in result.stdout
@@ -78,7 +78,7 @@ def test_demo_command_writes_a_run_with_real_generations(tmp_path: Path) -> None
 
 def check_report_in_chromium(report: Path, tmp_path: Path) -> None:
     """The demo run's own report, opened in real headless Chromium."""
-    from deploysim.report.browser import Browser
+    from tests.browser import Browser
     from tests.test_report_browser import _need_browser, artifacts_dir
 
     _need_browser()

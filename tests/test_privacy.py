@@ -11,9 +11,9 @@ import phonenumbers
 import pytest
 from stdnum import iban, luhn
 
-from deploysim.privacy import PrivacyError, build_deidentifier
-from deploysim.privacy import recognizers as rk
-from deploysim.schema import Message, Record, ToolCall
+from deploysim.pipeline.privacy import PrivacyError, build_deidentifier
+from deploysim.pipeline.privacy import recognizers as rk
+from deploysim.core.schema import Message, Record, ToolCall
 
 TEXT = (
     "I'm stuck. Email me at maria.gonzalez@gmail.com or call (415) 555-2671 / +44 7911 123456. "
@@ -151,7 +151,7 @@ def test_errors_never_quote_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(kind: str, value: str) -> str:
         raise RuntimeError(f"cannot fake {value}")
 
-    monkeypatch.setattr("deploysim.privacy.surrogates.RecordSurrogates.replace", lambda self, k, v: boom(k, v))
+    monkeypatch.setattr("deploysim.pipeline.privacy.surrogates.RecordSurrogates.replace", lambda self, k, v: boom(k, v))
     with pytest.raises(PrivacyError) as info:
         d(record())
     assert "maria" not in str(info.value) and "r1" in str(info.value)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deploysim.config import SimConfig
-from deploysim.engine import run_simulation
+from deploysim.pipeline.config import SimConfig
+from deploysim.pipeline.engine import run_simulation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "privacy"
 REPLY = {

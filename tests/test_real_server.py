@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deploysim.config import SimConfig
-from deploysim.engine import run_simulation
+from deploysim.pipeline.config import SimConfig
+from deploysim.pipeline.engine import run_simulation
 from tests.loopback import LoopbackProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]

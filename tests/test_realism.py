@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 from click.testing import CliRunner
 
-from deploysim.realism import c2st
+from deploysim.checks.realism import c2st
 
 FIX = Path(__file__).parent / "fixtures" / "agents"
 
@@ -32,7 +32,7 @@ def test_c2st_detects_a_tell_and_not_noise() -> None:
 
 
 def test_realism_cli_pairs_real_and_simulated_rows(tmp_path: Path) -> None:
-    from deploysim.cli import main
+    from deploysim.cli.main import main
 
     rows = []
     for r in range(6):
@@ -54,7 +54,7 @@ def test_realism_cli_pairs_real_and_simulated_rows(tmp_path: Path) -> None:
 
 def test_teacher_forcing_never_replays_the_call_itself(tmp_path: Path) -> None:
     from deploysim.agents.run import AgentRunConfig
-    from deploysim.realism.teacher import simulate_tools
+    from deploysim.checks.realism.teacher import simulate_tools
 
     out = tmp_path / "sim.jsonl"
     config = AgentRunConfig(data=[str(FIX / "tau_trajectories.json.gz")], candidate="none", simulator=None,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploysim.replay import cut_indices, replay_points
-from deploysim.schema import Deployment, Message, Record, RecordError, ToolCall
+from deploysim.pipeline.replay import cut_indices, replay_points
+from deploysim.core.schema import Deployment, Message, Record, RecordError, ToolCall
 
 
 def convo(*roles: str) -> Record:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from deploysim.cli import main
-from deploysim.report.html import build_report, safe_json
-from deploysim.report.viewer import make_server
-from deploysim.stats.synthetic import build_run
+from deploysim.cli.main import main
+from deploysim.evaluate.report.html import build_report, safe_json
+from deploysim.evaluate.report.viewer import make_server
+from tests.synthetic import build_run
 
 PAYLOADS = json.loads((Path(__file__).parent / "fixtures" / "report" / "payloads.json").read_text())
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from deploysim.report.browser import Browser, find_chromium
-from deploysim.report.html import build_report
-from deploysim.stats.synthetic import build_run
+from tests.browser import Browser, find_chromium
+from deploysim.evaluate.report.html import build_report
+from tests.synthetic import build_run
 
 PAYLOADS = json.loads((Path(__file__).parent / "fixtures" / "report" / "payloads.json").read_text())
 HOOK = "window.__pwned = function (n) { (window.__pwnedCalls = window.__pwnedCalls || []).push(n); };"

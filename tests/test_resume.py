@@ -13,7 +13,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from deploysim.store import read_points
+from deploysim.core.store import read_points
 from tests.loopback import LoopbackProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
@@ -23,7 +23,7 @@ SHORT_CHATS = Path(__file__).parent / "fixtures" / "sources" / "short_chats.json
 
 def deploysim(*args: str, cache: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DEPLOYSIM_CACHE_DIR": str(cache)}
-    return subprocess.Popen([sys.executable, "-m", "deploysim.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "deploysim.cli.main", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from deploysim.replay import WEIGHT_KEY
-from deploysim.sampling import SamplingPlan, StreamSampler, UniformSample, allocate
-from deploysim.schema import Message, Record, Reject
+from deploysim.pipeline.replay import WEIGHT_KEY
+from deploysim.pipeline.sampling import SamplingPlan, StreamSampler, UniformSample, allocate
+from deploysim.core.schema import Message, Record, Reject
 
 SIZES = {"free": 600, "plus": 300, "enterprise": 100}
 RATES = {"free": 0.05, "plus": 0.2, "enterprise": 0.6}

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deploysim.schema import Record, Reject
-from deploysim.sources import SkippedInputs, SourceError, detect_format, iter_inputs
-from deploysim.sources.native import native_row
+from deploysim.core.schema import Record, Reject
+from deploysim.pipeline.sources import SkippedInputs, SourceError, detect_format, iter_inputs
+from deploysim.pipeline.sources.native import native_row
 
 SOURCES = Path(__file__).parent / "fixtures" / "sources"
 

@@ -12,7 +12,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from deploysim.stats import (
+from deploysim.evaluate.stats import (
     DOWN,
     NO_CHANGE,
     UP,
@@ -25,8 +25,8 @@ from deploysim.stats import (
     rogan_gladen,
     weighted_rate,
 )
-from deploysim.stats.paired import PairedComparison, call_directions
-from deploysim.stats.synthetic import build_run
+from deploysim.evaluate.stats.paired import PairedComparison, call_directions
+from tests.synthetic import build_run
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 50), (3, 40), (17, 200), (199, 200), (500, 1000)])
@@ -188,7 +188,7 @@ def test_analyse_run_end_to_end(built_run: Path) -> None:
 
 
 def test_stats_cli_json(built_run: Path) -> None:
-    from deploysim.cli import main
+    from deploysim.cli.main import main
 
     result = CliRunner().invoke(main, ["stats", str(built_run), "--json", "--boot", "200", "--segment", "language"])
     assert result.exit_code == 0, result.output

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from deploysim.stats.paired import paired_bootstrap
-from deploysim.stats.rates import cluster_rate_interval, wilson
+from deploysim.evaluate.stats.paired import paired_bootstrap
+from deploysim.evaluate.stats.rates import cluster_rate_interval, wilson
 
 RUNS = 1000
 LOW, HIGH = 0.93, 0.97

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from deploysim.models import DeploymentCaller, ModelOutput
-from deploysim.schema import Deployment, GenerationParams, Message, Record, ToolCall
-from deploysim.toolsim import (
+from deploysim.core.models import DeploymentCaller, ModelOutput
+from deploysim.core.schema import Deployment, GenerationParams, Message, Record, ToolCall
+from deploysim.agents.toolsim import (
     ConnectorError,
     JsonDocumentConnector,
     LLMToolSimulator,
@@ -187,7 +187,7 @@ def test_store_exact_is_state_matched_and_leave_one_out() -> None:
     policy = ToolPolicy.from_config({"write": ["update_doc"]})
     store = PriorCallStore()
     store.add_record(trajectory(), policy)
-    from deploysim.toolsim import write_state
+    from deploysim.agents.toolsim import write_state
 
     empty = write_state([])
     after = write_state([("update_doc", '{"id":"a"}')])
@@ -374,7 +374,7 @@ def test_shell_tools_never_run_on_the_host(repo: tuple[Path, str], tmp_path: Pat
 
 
 def test_simulator_prompt_sections_and_cleaning() -> None:
-    from deploysim.toolsim import PriorCall
+    from deploysim.agents.toolsim import PriorCall
 
     request = SimulationRequest(
         call=call("get_doc", {"id": "a"}),
@@ -429,7 +429,7 @@ def test_store_hit_from_another_trajectory_gets_this_episodes_surrogates() -> No
 
 def test_prior_call_store_on_disk_keeps_raw_outputs_only_sealed(tmp_path: Path) -> None:
     """With privacy on, the store streams to disk; raw outputs are sealed, still grouped and still answer hits."""
-    from deploysim.toolsim import RawSealer, write_state
+    from deploysim.agents.toolsim import RawSealer, write_state
 
     secret_email = "jane.doe@corp-mail.com"
     raw_out = f'{{"email": "{secret_email}", "name": "Jane"}}'

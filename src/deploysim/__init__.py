@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from deploysim.schema import (
+from deploysim.core.schema import (
     SCHEMA_VERSION,
     Deployment,
     Generation,
@@ -26,20 +26,20 @@ from deploysim.schema import (
 #: The rest of the public API, imported on first use (the engine pulls in pyarrow and
 #: numpy; a CLI command that does not need them should not wait for them).
 _LAZY = {
-    "SimConfig": "deploysim.config",
-    "load_config": "deploysim.config",
-    "run_simulation": "deploysim.engine",
-    "ModelClient": "deploysim.models",
-    "get_model": "deploysim.models",
-    "model_provider": "deploysim.models",
-    "replay_points": "deploysim.replay",
-    "detect_format": "deploysim.sources",
-    "iter_inputs": "deploysim.sources",
-    "iter_records": "deploysim.sources",
-    "read_generations": "deploysim.store",
-    "read_points": "deploysim.store",
-    "read_verdicts": "deploysim.store",
-    "write_verdicts": "deploysim.store",
+    "SimConfig": "deploysim.pipeline.config",
+    "load_config": "deploysim.pipeline.config",
+    "run_simulation": "deploysim.pipeline.engine",
+    "ModelClient": "deploysim.core.models",
+    "get_model": "deploysim.core.models",
+    "model_provider": "deploysim.core.models",
+    "replay_points": "deploysim.pipeline.replay",
+    "detect_format": "deploysim.pipeline.sources",
+    "iter_inputs": "deploysim.pipeline.sources",
+    "iter_records": "deploysim.pipeline.sources",
+    "read_generations": "deploysim.core.store",
+    "read_points": "deploysim.core.store",
+    "read_verdicts": "deploysim.core.store",
+    "write_verdicts": "deploysim.core.store",
 }
 
 __all__ = [

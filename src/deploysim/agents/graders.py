@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploysim.graders import BaseGrader, Behaviour, Decision, GradeItem, grader
-from deploysim.graders.judge import JudgeGrader, fence_nonce, render_transcript
-from deploysim.schema import Message, ToolCall
-from deploysim.toolsim.calls import ToolPolicy, call_signature, tool_names
+from deploysim.evaluate.graders import BaseGrader, Behaviour, Decision, GradeItem, grader
+from deploysim.evaluate.graders.judge import JudgeGrader, fence_nonce, render_transcript
+from deploysim.core.schema import Message, ToolCall
+from deploysim.agents.toolsim.calls import ToolPolicy, call_signature, tool_names
 
 B_UNCONFIRMED = "agent_unconfirmed_write"
 B_DESTRUCTIVE = "agent_destructive_or_out_of_scope"

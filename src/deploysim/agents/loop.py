@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deploysim.models import DeploymentCaller
-from deploysim.schema import Message, Record, ReplayPoint
-from deploysim.toolsim.calls import infer_tool_specs
-from deploysim.toolsim.resolver import ToolAnswer, ToolResolver, tool_message
+from deploysim.core.models import DeploymentCaller
+from deploysim.core.schema import Message, Record, ReplayPoint
+from deploysim.agents.toolsim.calls import infer_tool_specs
+from deploysim.agents.toolsim.resolver import ToolAnswer, ToolResolver, tool_message
 
 Status = Literal["handed_back", "step_limit", "errored"]
 TURN_MODES = ("first-tool", "first", "all")
@@ -70,7 +70,7 @@ class EpisodeResult:
         return last.text() if last is not None and last.role == "assistant" and not last.tool_calls else ""
 
     def by_source(self) -> dict[str, int]:
-        from deploysim.toolsim.resolver import SOURCES
+        from deploysim.agents.toolsim.resolver import SOURCES
 
         counts = dict.fromkeys(SOURCES, 0)
         for answer in self.answers:

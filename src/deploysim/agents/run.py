@@ -32,13 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from deploysim.agents.graders import AGENT_GRADERS, POLICY_GRADER, read_policy
 from deploysim.agents.loop import EpisodeResult, agent_turn_starts, episode_id, logged_turn, run_episode
 from deploysim.agents.toolformat import wrap_for_tools
-from deploysim.engine.local import run_lock
-from deploysim.models import CallCache, DeploymentCaller, default_cache_path, get_model
-from deploysim.schema import Deployment, GenerationParams, Message, Record, Reject, Verdict
-from deploysim.sources import iter_inputs
-from deploysim.store.journal import JsonlJournal
-from deploysim.store.run_dir import write_verdicts
-from deploysim.toolsim import (
+from deploysim.pipeline.engine.local import run_lock
+from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
+from deploysim.core.schema import Deployment, GenerationParams, Message, Record, Reject, Verdict
+from deploysim.pipeline.sources import iter_inputs
+from deploysim.core.store.journal import JsonlJournal
+from deploysim.core.store.run_dir import write_verdicts
+from deploysim.agents.toolsim import (
     LLMToolSimulator,
     PriorCallStore,
     RawSealer,
@@ -47,7 +47,7 @@ from deploysim.toolsim import (
     build_connectors,
     parse_affordances,
 )
-from deploysim.toolsim.resolver import SOURCES
+from deploysim.agents.toolsim.resolver import SOURCES
 
 
 class AgentRunConfig(BaseModel):
@@ -100,7 +100,7 @@ def load_connector_config(path: str | None) -> tuple[dict[str, Any], Path, dict[
 
 def deidentifiers(privacy: dict[str, Any]) -> tuple[Callable[[Record], Record], Callable[[Record, str], str] | None]:
     """(record de-identifier, text-in-a-record's-context de-identifier for connector answers)."""
-    from deploysim.privacy import build_deidentifier
+    from deploysim.pipeline.privacy import build_deidentifier
 
     deid = build_deidentifier(privacy)
     if privacy.get("mode", "surrogate") == "off":
@@ -280,8 +280,8 @@ async def grade_episodes(root: Path, rows: dict[str, dict[str, Any]], episodes: 
                    config: AgentRunConfig) -> tuple[int, dict[str, Any]]:
     """Agent graders over the candidate's turn and the logged agent's turn of every finished episode."""
     from deploysim.agents import graders as _agent_graders  # noqa: F401  (registers the agent graders)
-    from deploysim.graders import GradeItem, build_graders
-    from deploysim.graders.base import to_verdicts
+    from deploysim.evaluate.graders import GradeItem, build_graders
+    from deploysim.evaluate.graders.base import to_verdicts
 
     graders = build_graders(agent_grader_entries(config))
     items: list[GradeItem] = []
@@ -363,7 +363,7 @@ def check_policy_grader(config: AgentRunConfig) -> None:
     """ValueError now if agent_policy could not be built later: unreadable policy file, malformed judge id."""
     if POLICY_GRADER not in config.graders:
         return
-    from deploysim.models import providers
+    from deploysim.core.models import providers
 
     read_policy(config.policy or "")
     known = providers()

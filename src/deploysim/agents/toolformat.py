@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from deploysim.models import ModelClient, ModelOutput
-from deploysim.schema import GenerationParams, Message, ToolCall, content_hash
-from deploysim.toolsim.calls import tool_names
+from deploysim.core.models import ModelClient, ModelOutput
+from deploysim.core.schema import GenerationParams, Message, ToolCall, content_hash
+from deploysim.agents.toolsim.calls import tool_names
 
 FORMAT_VERSION = "prompt-tools-v3"  # bump whenever the rendering, grammar or parsing changes (cache keys)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"

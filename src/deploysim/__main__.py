@@ -1,0 +1,3 @@
+from deploysim.cli.main import main
+
+main()

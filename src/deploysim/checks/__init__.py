@@ -1,0 +1,1 @@
+"""deploysim.checks layer."""

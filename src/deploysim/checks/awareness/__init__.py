@@ -1,0 +1,14 @@
+"""Evaluation awareness: does the model think the conversations it is shown are a test?
+
+Probes a model with several differently worded questions about real, simulated and
+eval-like transcripts, parses its answers strictly, and compares P(eval) across
+suites (see docs/awareness.md). Importing this package stays light; the statistics
+(statsmodels, scipy) load only in ``deploysim.checks.awareness.metrics``.
+"""
+
+from deploysim.checks.awareness.parse import ParsedAnswer, parse_answer
+from deploysim.checks.awareness.probes import PROBE_FORMATS, QUESTIONS, Question, build_probe
+from deploysim.checks.awareness.report import awareness_section
+
+__all__ = ["PROBE_FORMATS", "QUESTIONS", "ParsedAnswer", "Question", "awareness_section", "build_probe",
+           "parse_answer"]

@@ -1,0 +1,61 @@
+"""``deploysim demo``: the whole spine offline, on bundled real conversations and SmolLM2.
+
+The sample is 200 real ShareGPT conversations from the project's shared data, chosen
+at random (seed 11) among those whose replayed prefix is under 500 characters: on two
+cores SmolLM2 spends most of each call reading the prompt, and the demo must finish in
+minutes. Two deployments of the same local model differ only in system prompt:
+the logged one (ShareGPT has none) against a cautious, concise prompt. Every reply,
+the logged one included, is graded by the offline grader set, and the run gets its
+HTML report.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from deploysim.pipeline.config import SimConfig
+from deploysim.pipeline.engine import run_simulation
+from deploysim.evaluate.graders import DEFAULT_GRADERS
+
+CANDIDATE_SYSTEM_PROMPT = (
+    "You are a careful assistant. Answer in at most three sentences. "
+    "If a request could cause harm, decline politely and explain why."
+)
+DEMO_MAX_TOKENS = 40
+
+
+def sample_path() -> Path:
+    return Path(str(resources.files("deploysim") / "data" / "sharegpt_sample.json.gz"))
+
+
+def demo_config(sample: int | None = None) -> SimConfig:
+    common: dict[str, Any] = {
+        "params": {"temperature": 0.0, "max_tokens": DEMO_MAX_TOKENS, "seed": 0},
+        "concurrency": 1,  # one in-process model: calls are serialised anyway
+    }
+    return SimConfig(
+        data=[str(sample_path())],
+        format="sharegpt",
+        sample=sample,
+        turn="last",
+        seed=0,
+        deployments=[
+            {"name": "baseline", "model": "local/smollm2", **common},
+            {"name": "candidate", "model": "local/smollm2", "system_prompt": "replace",
+             "system_prompt_text": CANDIDATE_SYSTEM_PROMPT, **common},
+        ],
+        graders=list(DEFAULT_GRADERS),
+    )
+
+
+def run_demo(out: Path | None = None, sample: int | None = None,
+             show_progress: bool = True) -> tuple[dict[str, Any], Path]:
+    from deploysim.evaluate.report import write_report
+
+    run_dir = out or Path("deploysim-runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    summary = run_simulation(demo_config(sample), run_dir, show_progress=show_progress)
+    write_report(run_dir)
+    return summary, run_dir

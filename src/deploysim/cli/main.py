@@ -1,0 +1,308 @@
+"""The ``deploysim`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from deploysim.cli._common import fail, output_console
+from deploysim.pipeline.config import ConfigError, SimConfig, load_config, validate_config
+from deploysim.core.models import ModelIdError
+from deploysim.pipeline.replay import TURN_CHOICES
+from deploysim.pipeline.sources import FORMATS, SourceError
+
+EXIT_OK = 0
+EXIT_NOT_RECONCILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    fail(message, code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="deploysim")
+def main() -> None:
+    """Deployment simulation: replay real traffic against a candidate model, before it ships.
+
+    \b
+    Exit codes: 0 done; 1 finished but counts do not reconcile;
+    2 bad usage, config or input; 130 interrupted (resume with --resume).
+    """
+
+
+def _system_prompt(text: str | None) -> str | None:
+    if text is not None and text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            _fail(f"system prompt file {path} not found")
+        return path.read_text()
+    return text
+
+
+def _deployment(name: str, model: str, prompt: str | None, policy: str, opts: dict[str, Any]) -> dict[str, Any]:
+    deployment: dict[str, Any] = {
+        "name": name,
+        "model": model,
+        "params": {"temperature": opts["temperature"], "max_tokens": opts["max_tokens"]},
+        "concurrency": opts["concurrency"],
+        "timeout_s": opts["timeout"],
+        "max_retries": opts["max_retries"],
+        "requests_per_minute": opts["rpm"],
+        "tokens_per_minute": opts["tpm"],
+    }
+    text = _system_prompt(prompt)
+    if text is not None:
+        deployment["system_prompt"] = policy
+        deployment["system_prompt_text"] = text
+    return deployment
+
+
+@main.command()
+@click.option("--data", "data", multiple=True, type=click.Path(), help="Input file(s): .json/.jsonl/.parquet, .gz ok.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
+@click.option("--candidate", help="Model id of the candidate deployment, e.g. local/smollm2.")
+@click.option("--baseline", help="Model id of the baseline deployment (optional).")
+@click.option("--candidate-system-prompt", help="System prompt text for the candidate, or @FILE.")
+@click.option("--baseline-system-prompt", help="System prompt text for the baseline, or @FILE.")
+@click.option("--system-prompt-policy", type=click.Choice(["replace", "prepend"]), default="replace",
+              show_default=True, help="How a given system prompt treats the logged one.")
+@click.option("--sample", type=click.IntRange(min=1), help="Replay a seeded uniform sample of N records.")
+@click.option("--turn", type=click.Choice(TURN_CHOICES), default="last", show_default=True,
+              help="Which assistant turn of each record to regenerate.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Calls in flight per deployment.")
+@click.option("--rpm", type=float, help="Requests per minute per deployment.")
+@click.option("--tpm", type=float, help="Tokens per minute per deployment (estimated before the call).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per call.")
+@click.option("--max-retries", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the call cache.")
+@click.option("--cache-path", type=click.Path(), help="Call cache file (default ~/.cache/deploysim/calls.sqlite).")
+@click.option("--out", type=click.Path(), help="Run directory to create.")
+@click.option("--config", "config_path", type=click.Path(), help="A sim.yaml instead of the options above.")
+@click.option("--resume", "resume_dir", type=click.Path(), help="Finish an interrupted run directory.")
+@click.option("--privacy", type=click.Choice(["surrogate", "placeholder", "off"]), default=None,
+              help="De-identification before anything leaves the process [default: surrogate].")
+@click.option("--no-presidio", is_flag=True, help="Built-in recognizers only (no names/places via Presidio).")
+@click.option("--gate", "gate_policy", type=click.Path(), help="Gate the finished run on this policy YAML.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(**opts: Any) -> None:
+    """Replay logged conversations against deployments into a run directory.
+
+    With --gate the exit code is the gate's (0 pass, 3 fail, 4 inconclusive, 5 error).
+    """
+    from deploysim.pipeline.engine import RunLockedError, run_simulation
+    from deploysim.pipeline.privacy import PrivacyError
+
+    resume_dir = opts["resume_dir"]
+    try:
+        if resume_dir:
+            out = Path(resume_dir)
+            if not (out / "config.yaml").is_file():
+                _fail(f"{out}: not a run directory (no config.yaml)")
+            config = load_config(out / "config.yaml")
+        else:
+            config = _config_from_options(opts)
+            if not opts["out"]:
+                _fail("--out DIR is required (or use --resume DIR)")
+            out = Path(opts["out"])
+            if (out / "config.yaml").exists():
+                _fail(f"{out} already holds a run; use --resume {out} to finish it, or pick another --out")
+        summary = run_simulation(config, out, resume=bool(resume_dir), show_progress=not opts["quiet"])
+    except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, PrivacyError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail(f"interrupted; finish with: deploysim run --resume {out}", EXIT_INTERRUPTED)
+    print_summary(summary, out)
+    if not summary["reconciles"]:
+        sys.exit(EXIT_NOT_RECONCILED)
+    if opts["gate_policy"]:
+        sys.exit(_gate(out, Path(opts["gate_policy"])))
+    sys.exit(EXIT_OK)
+
+
+def _gate(run_dir: Path, policy: Path) -> int:
+    from deploysim.evaluate.gate import evaluate_gate
+
+    result = evaluate_gate(run_dir, policy)
+    (run_dir / "gate.json").write_text(result.to_json())
+    Console(soft_wrap=True).print(f"gate: {result.verdict} ({run_dir / 'gate.json'})", highlight=False)
+    return result.exit_code
+
+
+def _config_from_options(opts: dict[str, Any]) -> SimConfig:
+    if opts["config_path"]:
+        config = load_config(Path(opts["config_path"]))
+        if opts["no_cache"]:
+            config.cache = False
+        _apply_privacy_options(config.privacy, opts)
+        return config
+    if not opts["data"]:
+        _fail("--data PATH is required (or --config sim.yaml)")
+    if not opts["candidate"]:
+        _fail("--candidate MODEL is required, e.g. --candidate local/smollm2")
+    deployments = []
+    if opts["baseline"]:
+        deployments.append(_deployment("baseline", opts["baseline"], opts["baseline_system_prompt"],
+                                       opts["system_prompt_policy"], opts))
+    deployments.append(_deployment("candidate", opts["candidate"], opts["candidate_system_prompt"],
+                                   opts["system_prompt_policy"], opts))
+    raw = {
+        "data": [str(Path(p).resolve()) for p in opts["data"]],
+        "format": opts["fmt"],
+        "sample": opts["sample"],
+        "turn": opts["turn"],
+        "seed": opts["seed"],
+        "deployments": deployments,
+        "cache": not opts["no_cache"],
+        "cache_path": opts["cache_path"],
+        "privacy": _apply_privacy_options({"mode": "surrogate"}, opts),
+    }
+    return validate_config(raw, "options")
+
+
+def _apply_privacy_options(privacy: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:
+    if opts["privacy"]:
+        privacy["mode"] = opts["privacy"]
+    if opts["no_presidio"]:
+        privacy["presidio"] = False
+    return privacy
+
+
+def print_summary(summary: dict[str, Any], out: Path) -> None:
+    table = Table(title="deploysim run", title_justify="left")
+    for column in ("deployment", "model", "ok", "errors", "from cache", "tokens in/out", "p50 latency"):
+        table.add_column(column)
+    for name, d in summary["deployments"].items():
+        p50 = d["latency_p50_s"]
+        table.add_row(name, d["model"], str(d["generations_ok"]), str(d["generations_error"]),
+                      str(d["served_from_cache"]), f"{d['prompt_tokens']}/{d['completion_tokens']}",
+                      f"{p50:.2f}s" if p50 is not None else "-")
+    out_console = output_console()
+    out_console.print(table)
+    read = summary["records_read"]
+    sampled = f", sampled {summary['records_sampled']}" if summary["records_sampled"] is not None else ""
+    out_console.print(
+        f"records read {read} = accepted {summary['records_accepted']} + rejected {summary['records_rejected']}"
+        f"{sampled}; replay points {summary['points']}; logged replies {summary['logged']['with_reply']}",
+        highlight=False,
+    )
+    if summary.get("behaviours"):
+        from deploysim.cli.graders import print_behaviour_rates
+
+        print_behaviour_rates(summary["behaviours"], out_console)
+    if summary["records_rejected"]:
+        out_console.print(f"rejects: {out / 'rejects.jsonl'}", highlight=False)
+    if (out / "report.html").exists():
+        out_console.print(f"report: {out / 'report.html'}", highlight=False)
+    if not summary["reconciles"]:
+        bad = [k for k, v in summary["checks"].items() if not v]
+        out_console.print(f"[red]counts do not reconcile:[/red] {bad}")
+    out_console.print(f"run directory: {out}", highlight=False)
+
+
+@main.command()
+@click.option("--out", type=click.Path(), help="Run directory (default: ./deploysim-runs/demo-<time>).")
+@click.option("--sample", type=click.IntRange(min=1), default=None, help="Replay only N of the bundled records.")
+@click.option("--quiet", is_flag=True)
+def demo(out: str | None, sample: int | None, quiet: bool) -> None:
+    """Replay the bundled real-conversation sample with two local SmolLM2 deployments (offline)."""
+    from deploysim.cli.demo import run_demo
+
+    try:
+        summary, run_dir = run_demo(Path(out) if out else None, sample=sample, show_progress=not quiet)
+    except (ModelIdError, ImportError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted", EXIT_INTERRUPTED)
+    print_summary(summary, run_dir)
+    sys.exit(EXIT_OK if summary["reconciles"] else EXIT_NOT_RECONCILED)
+
+
+@main.command("check-data")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
+@click.option("--show", type=int, default=10, show_default=True, help="How many rejects to print.")
+def check_data(paths: tuple[str, ...], fmt: str, show: int) -> None:
+    """Read input files without replaying: detected format, counts and rejects."""
+    from deploysim.core.schema import Record
+    from deploysim.pipeline.sources import SkippedInputs, detect_format, iter_inputs
+
+    try:
+        for path in paths:
+            detected = detect_format(Path(path)) if fmt == "auto" else fmt
+            accepted = rejected = 0
+            shown = []
+            skipped = SkippedInputs()
+            for item in iter_inputs([path], detected, skipped=skipped):
+                if isinstance(item, Record):
+                    accepted += 1
+                else:
+                    rejected += 1
+                    if len(shown) < show:
+                        shown.append(item)
+            click.echo(f"{path}: format {detected}; records {accepted + rejected} = accepted {accepted} "
+                       f"+ rejected {rejected}")
+            for reason, count in skipped.by_reason.items():
+                click.echo(f"  skipped {count}: {reason}")
+            for reject in shown:
+                where = f"{reject.source_file}:{reject.line}"
+                field = f" [{reject.field}]" if reject.field else ""
+                rid = f" record {reject.record_id}" if reject.record_id else ""
+                click.echo(f"  reject {where}{rid}{field}: {reject.reason}")
+    except SourceError as exc:
+        _fail(str(exc))
+
+
+@main.command("models")
+def models_cmd() -> None:
+    """Model providers and how to name their models."""
+    from deploysim.core.models import providers
+
+    for prefix, help_text in providers().items():
+        click.echo(f"{prefix + '/':20} {help_text}")
+
+
+#: Rooms that add their own subcommands: each module exposes ``commands: list[click.Command]``.
+COMMAND_MODULES = (
+    "deploysim.cli.privacy",
+    "deploysim.cli.graders",
+    "deploysim.cli.stats",
+    "deploysim.cli.report",
+    "deploysim.cli.awareness",
+    "deploysim.cli.agents",
+)
+
+
+def _register_room_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
+            continue
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        for command in getattr(module, "commands", []):
+            main.add_command(command)
+
+
+_register_room_commands()
+
+if __name__ == "__main__":
+    main()

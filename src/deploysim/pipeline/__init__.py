@@ -1,0 +1,1 @@
+"""deploysim.pipeline layer."""

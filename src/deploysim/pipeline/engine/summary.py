@@ -1,0 +1,116 @@
+"""summary.json: counts that reconcile (DESIGN rule 3), tokens, cache use and timing."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from deploysim.core.models import DeploymentCaller
+from deploysim.core.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from deploysim.pipeline.config import SimConfig
+    from deploysim.pipeline.engine.local import InputCounts
+
+
+@dataclass
+class _Tally:
+    ok: int = 0
+    errors: int = 0
+    cached: int = 0
+    truncated: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors_by_message: Counter[str] = field(default_factory=Counter)
+    latencies: list[np.ndarray] = field(default_factory=list)
+
+
+def _tally(path: Path) -> dict[str, _Tally]:
+    """Per-deployment counts from generations.parquet, batch by batch (memory stays flat)."""
+    tallies: dict[str, _Tally] = {}
+    columns = ["deployment", "error", "cached", "prompt_tokens", "completion_tokens", "latency_s", "prompt_truncated"]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536, columns=columns):
+        for name in pc.unique(batch["deployment"]).to_pylist():
+            rows = batch.filter(pc.equal(batch["deployment"], name))
+            tally = tallies.setdefault(name, _Tally())
+            failed = pc.is_valid(rows["error"])
+            ok = rows.filter(pc.invert(failed))
+            tally.errors += rows.num_rows - ok.num_rows
+            tally.ok += ok.num_rows
+            tally.errors_by_message.update(rows.filter(failed)["error"].to_pylist())
+            tally.cached += int(pc.sum(ok["cached"]).as_py() or 0)
+            tally.truncated += int(pc.sum(ok["prompt_truncated"]).as_py() or 0)
+            tally.prompt_tokens += int(pc.sum(ok["prompt_tokens"]).as_py() or 0)
+            tally.completion_tokens += int(pc.sum(ok["completion_tokens"]).as_py() or 0)
+            called = ok.filter(pc.invert(ok["cached"]))["latency_s"]
+            # to_pylist, not to_numpy: pyarrow's numpy path imports pandas (half a second)
+            tally.latencies.append(np.asarray(called.to_pylist(), dtype=np.float32))
+    return tallies
+
+
+def _quantile(parts: list[np.ndarray], q: float) -> float | None:
+    values = np.concatenate(parts) if parts else np.array([])
+    return round(float(np.quantile(values, q)), 4) if values.size else None
+
+
+def build_summary(root: Path, config: SimConfig, counts: InputCounts, callers: dict[str, DeploymentCaller],
+                  started: float, skipped_done: int) -> dict[str, Any]:
+    tallies = _tally(root / "generations.parquet")
+    deployments: dict[str, Any] = {}
+    for deployment in config.deployments:
+        tally = tallies.get(deployment.name, _Tally())
+        stats = callers[deployment.name].stats
+        deployments[deployment.name] = {
+            "model": deployment.model,
+            "system_prompt": deployment.system_prompt,
+            "expected": counts.points * deployment.samples,
+            "generations_ok": tally.ok,
+            "generations_error": tally.errors,
+            "errors_by_message": dict(tally.errors_by_message),
+            "served_from_cache": tally.cached,
+            "prompt_truncated": tally.truncated,
+            "prompt_tokens": tally.prompt_tokens,
+            "completion_tokens": tally.completion_tokens,
+            "latency_p50_s": _quantile(tally.latencies, 0.5),
+            "latency_p95_s": _quantile(tally.latencies, 0.95),
+            "this_attempt": {
+                "calls_sent": stats.calls,
+                "retries": stats.retries,
+                "cache_hits": stats.cache_hits,
+                "cache_misses": stats.cache_misses,
+            },
+        }
+    logged = tallies["logged"].ok if "logged" in tallies else 0
+    checks = {
+        "records_read == records_accepted + records_rejected": counts.records_read
+        == counts.records_accepted + counts.records_rejected,
+        **{
+            f"{name}: points == generations_ok + generations_error": d["expected"]
+            == d["generations_ok"] + d["generations_error"]
+            for name, d in deployments.items()
+        },
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "complete",
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "duration_s": round(time.time() - started, 2),
+        "records_read": counts.records_read,
+        "records_accepted": counts.records_accepted,
+        "records_rejected": counts.records_rejected,
+        "records_sampled": counts.records_sampled,
+        "rejects_by_reason": counts.rejects_by_reason,
+        "points": counts.points,
+        "resumed_calls_skipped": skipped_done,
+        "logged": {"with_reply": logged, "without_reply": counts.points - logged},
+        "deployments": deployments,
+        "reconciles": all(checks.values()),
+        "checks": checks,
+    }

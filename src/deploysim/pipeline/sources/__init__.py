@@ -1,0 +1,152 @@
+"""Sources: read logged conversations in any supported format, streaming, into Records.
+
+``iter_inputs`` yields a ``Record`` for each good input and a ``Reject`` (file,
+line/item/row, field, reason) for each bad one, so callers can keep going and
+account for every input (DESIGN rule 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from deploysim.pipeline.replay import cut_indices
+from deploysim.core.schema import Record, RecordError, Reject
+from deploysim.pipeline.sources._base import FormatParser, SourceContext
+from deploysim.pipeline.sources._io import RawError, RawValue, SourceError, container_kind, iter_raw, sample_values
+from deploysim.pipeline.sources.native import NativeRecords
+from deploysim.pipeline.sources.openai_chat import AgentTrajectory, OpenAIChat
+from deploysim.pipeline.sources.otel import OTelGenAI
+from deploysim.pipeline.sources.sharegpt import ShareGPT
+
+#: Detection order matters: the most specific shapes first.
+PARSERS: dict[str, FormatParser] = {
+    p.name: p for p in (NativeRecords(), OTelGenAI(), ShareGPT(), AgentTrajectory(), OpenAIChat())
+}
+FORMATS: tuple[str, ...] = ("auto", *PARSERS)
+DEFAULT_MAX_MESSAGE_CHARS = 1_000_000
+
+__all__ = [
+    "FORMATS",
+    "RecordError",
+    "SkippedInputs",
+    "SourceError",
+    "check_paths",
+    "detect_format",
+    "iter_inputs",
+    "iter_records",
+]
+
+
+def detect_format(path: Path) -> str:
+    """The format of ``path`` judged from its first values; a clear error if unknown."""
+    container_kind(path)
+    samples = sample_values(path)
+    if not samples:
+        raise SourceError(f"{path}: no readable JSON values to detect the format from; pass --format")
+    for name, parser in PARSERS.items():
+        if parser.matches(samples[0]):
+            return name
+    first = samples[0]
+    shape = f"an object with keys {sorted(first)[:8]}" if isinstance(first, dict) else type(first).__name__
+    raise SourceError(
+        f"{path}: unknown content (first value is {shape}); expected one of "
+        f"{', '.join(PARSERS)} — pass --format to choose"
+    )
+
+
+def check_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Fail before any work if an input is missing, naming every missing one."""
+    resolved = [Path(p) for p in paths]
+    missing = [str(p) for p in resolved if not p.is_file()]
+    if missing:
+        raise SourceError(f"input file(s) not found: {', '.join(missing)}")
+    for path in resolved:
+        container_kind(path)
+    return resolved
+
+
+def validate_record(record: Record, max_message_chars: int) -> None:
+    """The checks every format shares: something to replay, nothing absurdly large."""
+    if not record.messages:
+        raise RecordError("messages", "record has no messages", record.id)
+    if not any(m.role == "user" for m in record.messages):
+        roles = sorted({m.role for m in record.messages})
+        raise RecordError("messages", f"record has no user message to replay (roles: {', '.join(roles)})", record.id)
+    if not cut_indices(record):
+        raise RecordError("messages", "nothing to replay: no assistant turn follows a user or tool message",
+                          record.id)
+    for i, message in enumerate(record.messages):
+        size = len(message.content or "")
+        if size > max_message_chars:
+            raise RecordError(
+                f"messages[{i}].content",
+                f"message is {size:,} characters, over the limit of {max_message_chars:,} (max_message_chars)",
+                record.id,
+            )
+
+
+@dataclass
+class SkippedInputs:
+    """Values that are not records at all (an OTel span of an HTTP call), counted, not rejected."""
+
+    by_reason: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str) -> None:
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+
+
+def iter_inputs(
+    paths: Iterable[str | Path],
+    format: str = "auto",
+    max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+    skipped: SkippedInputs | None = None,
+) -> Iterator[Record | Reject]:
+    """Every record (or reject) of every file, in order, in constant memory."""
+    if format not in FORMATS:
+        raise SourceError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    for path in check_paths(paths):
+        name = detect_format(path) if format == "auto" else format
+        parser = PARSERS[name]
+        for raw in iter_raw(path):
+            if isinstance(raw, RawError):
+                yield Reject(source_file=str(path), line=raw.location, reason=raw.reason)
+                continue
+            yield from _parse_one(parser, raw, path, max_message_chars, skipped)
+
+
+def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int,
+               skipped: SkippedInputs | None) -> Iterator[Record | Reject]:
+    ctx = SourceContext(str(path), raw.location, f"{path.name}:{raw.location}")
+    try:
+        records = list(parser.parse(raw.value, ctx))
+        for record in records:
+            validate_record(record, max_chars)
+    except RecordError as exc:
+        yield Reject(source_file=str(path), line=raw.location, record_id=exc.record_id, field=exc.field,
+                     reason=exc.reason)
+        return
+    except ValidationError as exc:  # never quote the input: it may hold PII
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or None
+        yield Reject(source_file=str(path), line=raw.location, field=field,
+                     reason=f"not a valid {parser.name} record: {first['msg']}")
+        return
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # shape errors
+        yield Reject(source_file=str(path), line=raw.location,
+                     reason=f"not a valid {parser.name} record: {type(exc).__name__}")
+        return
+    if not records and skipped is not None:
+        skipped.add(f"{parser.name} value with no conversation in it (e.g. a non-LLM span)")
+    yield from records
+
+
+def iter_records(paths: Iterable[str | Path], format: str = "auto", **kwargs: Any) -> Iterator[Record]:
+    """Only the good records, for callers that do not account for rejects."""
+    for item in iter_inputs(paths, format, **kwargs):
+        if isinstance(item, Record):
+            yield item
