@@ -30,4 +30,5 @@ fi
 WHEEL=$(ls "$WHEELS"/llama_cpp_python-*.whl | head -1)
 "$PY" -m pip install -q --no-cache-dir --force-reinstall --no-deps "$WHEEL"
 "$PY" -m pip install -q "$WHEEL[server]" -e '.[all]'
-"$PY" -m deploysim.pipeline.models.local_check 2>/dev/null || true
+# Decode one token in a child process: proves the local model runs on this CPU (exit 2 and a hint if not).
+"$PY" -m deploysim.core.models.local

@@ -5,13 +5,21 @@
 by every deployment that uses it and serialised by a lock (llama.cpp contexts are
 not thread-safe); calls run in a worker thread so the event loop keeps moving.
 Prompts longer than the context keep the system prompt and the newest turns.
+
+Before the first in-process load, one token is decoded in a child process
+(:func:`check_runtime`): a llama.cpp built for another CPU dies there with SIGILL, which
+in-process would end the whole run with a bare exit 132; here it becomes a clear error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,6 +35,78 @@ PACKAGED_MODELS = {
 }
 PROMPT_OVERHEAD_TOKENS = 8  # chat-template tokens per message, an upper estimate
 TEMPLATE_RESERVE_TOKENS = 96  # a template's own default system prompt and markers
+
+
+#: What the runtime check runs in a child process: load the model and decode one token.
+PROBE_SCRIPT = """
+import sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, n_threads_batch=1, verbose=False)
+llm.eval(llm.tokenize(b"Hello", add_bos=True))
+print("ok")
+"""
+PROBE_TIMEOUT_S = 120
+REBUILD_HINT = ("rebuild it portably: bash scripts/setup.sh (or CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON "
+                "-DGGML_FMA=ON -DGGML_F16C=ON' pip install --no-cache-dir --force-reinstall llama-cpp-python)")
+_RUNTIME_OK: set[str] = set()
+
+
+class LocalRuntimeError(ModelIdError):
+    """The local model cannot run on this machine (e.g. llama.cpp built for another CPU)."""
+
+
+def _runtime_fingerprint(path: Path) -> str:
+    """What decides whether the probe's answer still holds: the llama.cpp libraries, the CPU, the model."""
+    spec = importlib.util.find_spec("llama_cpp")
+    parts = [sys.executable, str(path), str(path.stat().st_size)]
+    if spec is not None and spec.origin:
+        lib = Path(spec.origin).parent / "lib"
+        for so in sorted(lib.glob("*.so")) if lib.is_dir() else []:
+            stat = so.stat()
+            parts += [so.name, str(stat.st_size), str(int(stat.st_mtime))]
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    parts.append(flags)
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+def check_runtime(path: Path, script: str | None = None) -> None:
+    """Decode one token in a child process; raise :class:`LocalRuntimeError` if that dies.
+
+    Passes are remembered per process and on disk (next to the call cache), keyed by the
+    llama.cpp libraries, the CPU's flags and the model file, so the check costs about a
+    second once per machine and build.
+    """
+    from deploysim.core.models.cache import default_cache_path
+
+    key = _runtime_fingerprint(path) if script is None else hashlib.sha256(script.encode()).hexdigest()[:24]
+    marker = default_cache_path().parent / "local-runtime" / key
+    if key in _RUNTIME_OK or marker.exists():
+        _RUNTIME_OK.add(key)
+        return
+    try:
+        proc = subprocess.run([sys.executable, "-c", script or PROBE_SCRIPT, str(path)], capture_output=True, timeout=PROBE_TIMEOUT_S,
+                              env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    except subprocess.TimeoutExpired:
+        raise LocalRuntimeError(f"local model {path.name}: loading it took over {PROBE_TIMEOUT_S}s in a check") from None
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        if -proc.returncode == signal.SIGILL:
+            raise LocalRuntimeError(
+                f"llama-cpp-python was built for another CPU: decoding one token died with {name} (illegal "
+                f"instruction) on this machine; {REBUILD_HINT}")
+        raise LocalRuntimeError(f"local model {path.name}: decoding one token died with {name}; {REBUILD_HINT}")
+    if proc.returncode != 0 or b"ok" not in proc.stdout:
+        last = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1][:200]
+        raise LocalRuntimeError(f"local model {path.name} failed to load (exit {proc.returncode}): {last}")
+    _RUNTIME_OK.add(key)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # an unwritable cache only means the check runs again next time
 
 
 def packaged_model_path(name: str) -> Path:
@@ -162,6 +242,9 @@ class LocalLlamaModel:
         self.path = resolve_local_path(name)
         self.n_ctx = int(os.environ.get("DEPLOYSIM_LOCAL_N_CTX", "2048"))
         self._engine: _Engine | None = None
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise missing_extra("llama-cpp-python", "local")
+        check_runtime(self.path)
 
     def cache_identity(self) -> dict[str, Any]:
         # The file's size and name stand in for its hash: hashing 100 MB per run is waste.
@@ -183,6 +266,21 @@ class LocalLlamaModel:
         return None
 
 
+def main() -> None:
+    """``python -m deploysim.core.models.local``: check that the local model runs here."""
+    path = packaged_model_path("smollm2")
+    try:
+        check_runtime(path)
+    except LocalRuntimeError as exc:
+        print(f"deploysim: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"deploysim: local model {path.name} runs on this CPU")
+
+
 @model_provider("local", "in-process GGUF via llama-cpp-python: local/smollm2 or local/<file>.gguf")
 def _local(name: str) -> LocalLlamaModel:
     return LocalLlamaModel(name)
+
+
+if __name__ == "__main__":
+    main()
