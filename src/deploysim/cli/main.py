@@ -257,7 +257,7 @@ def check_data(paths: tuple[str, ...], fmt: str, show: int) -> None:
             for reason, count in skipped.by_reason.items():
                 click.echo(f"  skipped {count}: {reason}")
             for reject in shown:
-                where = f"{reject.source_file}:{reject.line}"
+                where = f"{reject.source_file}:{reject.member or reject.line}"
                 field = f" [{reject.field}]" if reject.field else ""
                 rid = f" record {reject.record_id}" if reject.record_id else ""
                 click.echo(f"  reject {where}{rid}{field}: {reject.reason}")

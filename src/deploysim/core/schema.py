@@ -179,6 +179,8 @@ class Reject(_Model):
 
     source_file: str
     line: int
+    #: The archive member it came from (an Inspect ``.eval`` log's ``samples/<id>_epoch_<n>.json``).
+    member: str | None = None
     record_id: str | None = None
     field: str | None = None
     reason: str

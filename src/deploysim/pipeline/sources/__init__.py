@@ -18,14 +18,23 @@ from deploysim.pipeline.replay import cut_indices
 from deploysim.core.schema import Record, RecordError, Reject
 from deploysim.pipeline.sources._base import FormatParser, SourceContext
 from deploysim.pipeline.sources._io import RawError, RawValue, SourceError, container_kind, iter_raw, sample_values
+from deploysim.pipeline.sources.inspect_log import InspectLog
+from deploysim.pipeline.sources.langfuse import Langfuse
+from deploysim.pipeline.sources.langsmith import LangSmith
+from deploysim.pipeline.sources.mini_swe_agent import MiniSweAgent
 from deploysim.pipeline.sources.native import NativeRecords
 from deploysim.pipeline.sources.openai_chat import AgentTrajectory, OpenAIChat
+from deploysim.pipeline.sources.openhands import OpenHands
+from deploysim.pipeline.sources.openinference import OpenInference
 from deploysim.pipeline.sources.otel import OTelGenAI
 from deploysim.pipeline.sources.sharegpt import ShareGPT
+from deploysim.pipeline.sources.swe_agent import SWEAgent
 
-#: Detection order matters: the most specific shapes first.
+#: Detection order matters: the most specific shapes first (OpenInference before OTel GenAI,
+#: the coding agents before plain OpenAI chat, which also has ``messages``).
 PARSERS: dict[str, FormatParser] = {
-    p.name: p for p in (NativeRecords(), OTelGenAI(), ShareGPT(), AgentTrajectory(), OpenAIChat())
+    p.name: p for p in (NativeRecords(), InspectLog(), MiniSweAgent(), SWEAgent(), OpenHands(), Langfuse(),
+                        LangSmith(), OpenInference(), OTelGenAI(), ShareGPT(), AgentTrajectory(), OpenAIChat())
 }
 FORMATS: tuple[str, ...] = ("auto", *PARSERS)
 DEFAULT_MAX_MESSAGE_CHARS = 1_000_000
@@ -43,8 +52,12 @@ __all__ = [
 
 
 def detect_format(path: Path) -> str:
-    """The format of ``path`` judged from its first values; a clear error if unknown."""
+    """The format of ``path`` judged from the file (zip members, a log header) or its first values."""
     container_kind(path)
+    for name, parser in PARSERS.items():
+        sniff = getattr(parser, "sniff_file", None)
+        if sniff is not None and sniff(path):
+            return name
     samples = sample_values(path)
     if not samples:
         raise SourceError(f"{path}: no readable JSON values to detect the format from; pass --format")
@@ -112,36 +125,39 @@ def iter_inputs(
     for path in check_paths(paths):
         name = detect_format(path) if format == "auto" else format
         parser = PARSERS[name]
-        for raw in iter_raw(path):
+        reader = getattr(parser, "iter_values", None) or iter_raw
+        for raw in reader(path):
             if isinstance(raw, RawError):
-                yield Reject(source_file=str(path), line=raw.location, reason=raw.reason)
+                yield Reject(source_file=str(path), line=raw.location, member=raw.member, reason=raw.reason)
                 continue
             yield from _parse_one(parser, raw, path, max_message_chars, skipped)
 
 
 def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int,
                skipped: SkippedInputs | None) -> Iterator[Record | Reject]:
-    ctx = SourceContext(str(path), raw.location, f"{path.name}:{raw.location}")
+    where = f"{path.name}:{raw.member}" if raw.member else f"{path.name}:{raw.location}"
+    ctx = SourceContext(str(path), raw.location, where, raw.member)
+    at = {"source_file": str(path), "line": raw.location, "member": raw.member}
     try:
         records = list(parser.parse(raw.value, ctx))
         for record in records:
             validate_record(record, max_chars)
     except RecordError as exc:
-        yield Reject(source_file=str(path), line=raw.location, record_id=exc.record_id, field=exc.field,
-                     reason=exc.reason)
+        yield Reject(**at, record_id=exc.record_id, field=exc.field, reason=exc.reason)
         return
     except ValidationError as exc:  # never quote the input: it may hold PII
         first = exc.errors(include_input=False, include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or None
-        yield Reject(source_file=str(path), line=raw.location, field=field,
-                     reason=f"not a valid {parser.name} record: {first['msg']}")
+        yield Reject(**at, field=field, reason=f"not a valid {parser.name} record: {first['msg']}")
         return
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # shape errors
-        yield Reject(source_file=str(path), line=raw.location,
-                     reason=f"not a valid {parser.name} record: {type(exc).__name__}")
+        yield Reject(**at, reason=f"not a valid {parser.name} record: {type(exc).__name__}")
         return
     if not records and skipped is not None:
         skipped.add(f"{parser.name} value with no conversation in it (e.g. a non-LLM span)")
+    for record in records:
+        if raw.member:
+            record.metadata.setdefault("source_member", raw.member)
     yield from records
 
 

@@ -16,9 +16,18 @@ class SourceContext:
     source_file: str
     location: int
     fallback_id: str
+    member: str | None = None  # zip member (Inspect ``.eval``)
 
 
 class FormatParser(Protocol):
+    """A format. Optional hooks, for formats whose files are not a stream of values:
+
+    * ``sniff_file(path) -> bool``: recognise the file itself (a zip's members, a log's header)
+      before any value is decoded; tried before ``matches`` by ``--format auto``;
+    * ``iter_values(path) -> Iterator[RawValue | RawError]``: the values to parse, instead of the
+      shared reader's (Inspect samples in a zip, a whole OpenHands event array as one value).
+    """
+
     name: str
 
     def matches(self, sample: Any) -> bool:
@@ -124,3 +133,47 @@ def scalar_metadata(value: dict[str, Any], skip: set[str]) -> dict[str, Any]:
     if isinstance(extra, dict):
         meta.update(extra)
     return meta
+
+
+#: The one tool of shell-driven coding agents (mini-swe-agent's own spec; SWE-agent and OpenHands
+#: text actions are commands for the same shell).
+BASH_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "bash",
+        "description": "Execute a bash command",
+        "parameters": {"type": "object", "properties": {"command": {"type": "string",
+                                                                    "description": "The bash command to execute"}},
+                       "required": ["command"]},
+    },
+}
+
+
+def bash_call(call_id: str, command: str) -> ToolCall:
+    """A logged shell action as a call of the ``bash`` tool (never run: the chain answers it)."""
+    return ToolCall(id=call_id, name="bash", arguments=orjson.dumps({"command": command}).decode())
+
+
+def file_id(ctx: SourceContext, suffixes: tuple[str, ...] = ()) -> str:
+    """A record id from the file name when one file is one trajectory (``django-1.traj`` -> ``django-1``)."""
+    from pathlib import Path
+
+    name = Path(ctx.source_file).name
+    for suffix in (*suffixes, ".gz", ".json", ".jsonl"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name if ctx.location == 1 else f"{name}:{ctx.location}"
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested objects and lists as dotted keys (``a.0.b``), the shape of flat span attributes."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+    elif isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}{i}."))
+    else:
+        out[prefix[:-1]] = value
+    return out

@@ -25,12 +25,14 @@ OTLP_SPANS_PREFIX = "resourceSpans.item.scopeSpans.item.spans.item"
 class RawValue:
     value: Any
     location: int  # 1-based line (JSONL), item (JSON array) or row (Parquet)
+    member: str | None = None  # the zip member it came from (Inspect ``.eval`` logs)
 
 
 @dataclass(frozen=True)
 class RawError:
     location: int
     reason: str
+    member: str | None = None
 
 
 class SourceError(Exception):
@@ -38,18 +40,24 @@ class SourceError(Exception):
 
 
 def container_kind(path: Path) -> str:
-    """``jsonl``, ``json`` or ``parquet`` from the file name (compression stripped)."""
+    """``jsonl``, ``json``, ``parquet`` or ``zip`` from the file name (compression stripped).
+
+    A SWE-agent ``.traj`` file is JSON; an Inspect ``.eval`` log is a zip (read by its format).
+    """
     name = path.name.lower()
+    if name.endswith(".eval"):
+        return "zip"
     if name.endswith(".gz"):
         name = name[:-3]
     if name.endswith(".parquet"):
         return "parquet"
     if name.endswith((".jsonl", ".ndjson")):
         return "jsonl"
-    if name.endswith(".json"):
+    if name.endswith((".json", ".traj")):
         return "json"
     raise SourceError(
-        f"{path}: unsupported file type; expected .json, .jsonl, .ndjson or .parquet (optionally .gz)"
+        f"{path}: unsupported file type; expected .json, .jsonl, .ndjson, .parquet (optionally .gz), "
+        ".traj or .eval"
     )
 
 
@@ -85,6 +93,8 @@ def _first_key(path: Path) -> str | None:
 def iter_raw(path: Path) -> Iterator[RawValue | RawError]:
     """Every top-level JSON value of ``path``, lazily."""
     kind = container_kind(path)
+    if kind == "zip":
+        raise SourceError(f"{path}: a zip archive; only a format that knows its members reads it (pass --format)")
     if kind == "parquet":
         yield from _iter_parquet(path)
     elif kind == "jsonl":
@@ -121,17 +131,16 @@ def _iter_json(path: Path) -> Iterator[RawValue | RawError]:
         prefix = OTLP_SPANS_PREFIX
     else:
         prefix = None
+    if prefix is not None:
+        yield from iter_json_items(path, prefix)
+        return
+    yield from iter_whole(path)
+
+
+def iter_whole(path: Path) -> Iterator[RawValue | RawError]:
+    """The whole file as one JSON value (a file that is one trajectory, even when it is an array)."""
     with open_binary(path) as stream:
-        if prefix is None:
-            data = stream.read()
-        else:
-            count = 0
-            try:
-                for count, item in enumerate(ijson.items(stream, prefix, use_float=True), start=1):
-                    yield RawValue(item, count)
-            except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
-                yield RawError(count + 1, f"broken JSON after item {count}; the rest of the file cannot be read: {exc}")
-            return
+        data = stream.read()
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -141,6 +150,22 @@ def _iter_json(path: Path) -> Iterator[RawValue | RawError]:
         yield RawValue(orjson.loads(data), 1)
     except orjson.JSONDecodeError as exc:
         yield RawError(1, f"broken JSON: {exc}")
+
+
+def iter_json_items(path: Path, prefix: str) -> Iterator[RawValue | RawError]:
+    """The values at an ijson ``prefix`` (``item``, ``samples.item``, ...) one at a time, numbered from 1."""
+    with open_binary(path) as stream:
+        count = 0
+        try:
+            for count, item in enumerate(ijson.items(stream, prefix, use_float=True), start=1):
+                yield RawValue(item, count)
+        except (ijson.JSONError, UnicodeDecodeError, ValueError) as exc:
+            yield RawError(count + 1, f"broken JSON after item {count}; the rest of the file cannot be read: {exc}")
+
+
+def first_key(path: Path) -> str | None:
+    """The first key of a top-level JSON object (None for anything else), read without loading it."""
+    return _first_key(path)
 
 
 def _iter_parquet(path: Path) -> Iterator[RawValue | RawError]:
