@@ -23,7 +23,15 @@ from typing import Any
 
 from deploysim.core.schema import Message, Record, RecordError
 from deploysim.pipeline.sources._base import SourceContext, json_field, parse_openai_message, parse_openai_messages
-from deploysim.pipeline.sources._io import RawError, RawValue, container_kind, first_key, iter_json_items, iter_raw
+from deploysim.pipeline.sources._io import (
+    RawError,
+    RawValue,
+    container_kind,
+    first_key,
+    iter_json_items,
+    iter_raw,
+    open_binary,
+)
 
 
 def reply_message(output: Any, field: str) -> Message | None:
@@ -52,6 +60,14 @@ class Langfuse:
         if "traceId" in sample and "type" in sample and ("input" in sample or "output" in sample):
             return True
         return isinstance(sample.get("observations"), list) and "id" in sample
+
+    def sniff_file(self, path: Path) -> bool:
+        """An API page (``{"data": [observations], "meta"}``), recognised without loading it."""
+        if container_kind(path) != "json" or first_key(path) != "data":
+            return False
+        with open_binary(path) as stream:
+            head = stream.read(8192)
+        return b'"traceId"' in head and b'"type"' in head
 
     def iter_values(self, path: Path) -> Iterator[RawValue | RawError]:
         """An API page ``{"data": [...]}`` streams item by item; anything else as usual."""
