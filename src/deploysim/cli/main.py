@@ -282,6 +282,7 @@ COMMAND_MODULES = (
     "deploysim.cli.report",
     "deploysim.cli.awareness",
     "deploysim.cli.agents",
+    "deploysim.cli.export",
 )
 
 
