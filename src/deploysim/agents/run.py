@@ -58,6 +58,8 @@ class AgentRunConfig(BaseModel):
     simulator: str | None = None
     affordances: str = "all"
     connectors: str | None = None  # YAML: {connectors: {json:..., repository:...}, tools: {read/write/shell}}
+    #: A checkout at the logged commit: answers coding agents' read-only shell commands (never runs them).
+    repo: str | None = None
     prior: list[str] = Field(default_factory=list)  # more trajectories for the prior-call store
     tools_file: str | None = None  # OpenAI tool specs (JSON list) for records that carry none
     turns: str = "first-tool"
@@ -150,6 +152,8 @@ def build_resolver(config: AgentRunConfig, records: Iterable[Record | tuple[Reco
                    leave_one_out: bool = False, affordances: str | None = None,
                    sealer: RawSealer | None = None) -> ToolResolver:
     connector_cfg, base, tool_cfg = load_connector_config(config.connectors)
+    if config.repo:
+        connector_cfg = {**connector_cfg, "shell_repository": {"path": config.repo}}
     policy = ToolPolicy.from_config(tool_cfg)
     if Path(str(store_path)).exists():
         Path(str(store_path)).unlink()

@@ -13,12 +13,16 @@ from deploysim.agents.toolsim.resolver import AFFORDANCES
 def _common(f):  # noqa: ANN001, ANN202
     options = [
         click.option("--data", "data", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False),
-                     help="trajectory file(s): tau-bench JSON, OpenAI tool-calling JSONL, ..."),
+                     help="trajectory file(s): tau-bench JSON, OpenAI tool-calling JSONL, mini-swe-agent / SWE-agent / "
+                          "OpenHands trajectories, ..."),
         click.option("--simulator", default=None, help="model id answering tool calls nothing else can answer"),
         click.option("--affordances", default="all", show_default=True,
                      help=f"all, none, or a comma list of: {', '.join(AFFORDANCES)}"),
         click.option("--connectors", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="YAML with connectors: (json:, repository:) and tools: (read/write/shell lists)"),
+        click.option("--repo", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="checkout at the logged commit: answers read-only shell commands of coding agents "
+                          "(cat, grep, ls, ...) from git objects; nothing is ever executed"),
         click.option("--tools", "tools_file", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="tool specs (OpenAI JSON list) for trajectories that carry none (else inferred from calls)"),
         click.option("--limit", type=int, default=None, help="only the first N trajectories"),
@@ -68,7 +72,7 @@ def agents() -> None:
               help="policy text (e.g. tau-airline's policy.md): adds the agent_policy grader, an LLM judge of "
                    "policy violations in each turn (needs --judge)")
 @click.option("--judge", default=None, help="judge model id for --policy (e.g. openai/gpt-4.1-mini)")
-def run_cmd(data, simulator, affordances, connectors, tools_file, limit, simulator_max_tokens, privacy, presidio,
+def run_cmd(data, simulator, affordances, connectors, repo, tools_file, limit, simulator_max_tokens, privacy, presidio,
             no_cache, candidate, out, turns, max_steps, max_tokens, tool_format, tool_choice, concurrency, timeout_s,
             resume, policy, judge) -> None:  # noqa: ANN001
     """Replay agent turns with the candidate; write transcripts, verdicts and a reconciled summary."""
@@ -81,7 +85,7 @@ def run_cmd(data, simulator, affordances, connectors, tools_file, limit, simulat
     if judge and not policy:
         raise click.UsageError("--judge is only used with --policy FILE (the policy the judge grades against)")
     config = AgentRunConfig(data=list(data), candidate=candidate or "", simulator=simulator, affordances=affordances,
-                            connectors=connectors, tools_file=tools_file, turns=turns, limit=limit, max_steps=max_steps,
+                            connectors=connectors, repo=repo, tools_file=tools_file, turns=turns, limit=limit, max_steps=max_steps,
                             max_tokens=max_tokens, simulator_max_tokens=simulator_max_tokens, tool_format=tool_format,
                             tool_choice=tool_choice,
                             privacy=_privacy(privacy, presidio), cache=not no_cache, concurrency=concurrency,
@@ -105,14 +109,14 @@ def run_cmd(data, simulator, affordances, connectors, tools_file, limit, simulat
 @agents.command("simulate-tools")
 @_common
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="JSONL: one row per logged call")
-def simulate_tools_cmd(data, simulator, affordances, connectors, tools_file, limit, simulator_max_tokens, privacy,
+def simulate_tools_cmd(data, simulator, affordances, connectors, repo, tools_file, limit, simulator_max_tokens, privacy,
                        presidio, no_cache, out) -> None:  # noqa: ANN001
     """Teacher forcing: answer the logged agent's own calls (never from its own log); real vs simulated rows."""
     from deploysim.agents.run import AgentRunConfig
     from deploysim.checks.realism.teacher import simulate_tools
 
     config = AgentRunConfig(data=list(data), candidate="none", simulator=simulator, affordances=affordances,
-                            connectors=connectors, tools_file=tools_file, limit=limit,
+                            connectors=connectors, repo=repo, tools_file=tools_file, limit=limit,
                             simulator_max_tokens=simulator_max_tokens,
                             privacy=_privacy(privacy, presidio), cache=not no_cache)
     result = simulate_tools(config, Path(out))

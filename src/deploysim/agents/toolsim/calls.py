@@ -68,6 +68,20 @@ class ToolPolicy:
             return "write"
         return "read" if _READ.search(name) else "write"
 
+    def call_kind(self, name: str, arguments: str | Any) -> ToolKind:
+        """The class of one call: a shell or editor call that only reads files (``cat x``,
+        ``str_replace_editor view``) is a ``read`` — understood, never run — else ``kind(name)``."""
+        from deploysim.agents.toolsim.shell import call_read
+
+        kind = self.kind(name)
+        if kind == "read" or name in self.write:
+            return kind
+        try:
+            args = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+        except orjson.JSONDecodeError:
+            return kind
+        return "read" if call_read(name, args) is not None else kind
+
 
 def tool_outputs(messages: list[Message]) -> dict[str, str]:
     """Tool-call id -> logged output (first tool message answering it)."""

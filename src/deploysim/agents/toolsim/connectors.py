@@ -413,6 +413,139 @@ class RepositoryConnector:
             overlay.files[rel] = None
 
 
+class ShellRepositoryConnector(RepositoryConnector):
+    """A checkout answering coding agents' read-only shell commands (``cat``, ``nl -ba | sed -n``,
+    ``grep``, ``ls``, ``find``, ``str_replace_editor view``, ... — see ``shell.py``) by reading
+    git objects: the command is interpreted, never run. Absolute paths in the log (``/testbed/x.py``,
+    ``/workspace/x.py``) map to the longest suffix that exists in the checkout; ``..`` is refused.
+    Config: ``{path, commit?}`` (``commit`` defaults to ``HEAD`` in a git repository, so uncommitted
+    edits in the checkout are never read).
+    """
+
+    name = "repo-shell"
+    MAX_OUTPUT = 20_000
+
+    def __init__(self, config: Mapping[str, Any], commit: str | None = None) -> None:
+        root = Path(config["path"])
+        if commit is None and config.get("commit") is None and (root / ".git").exists():
+            commit = "HEAD"
+        super().__init__({**config, "tools": {}}, commit=commit)
+
+    def handles(self, tool: str) -> bool:
+        from deploysim.agents.toolsim.shell import EDITOR_TOOLS, SHELL_TOOLS
+
+        return tool in SHELL_TOOLS or tool in EDITOR_TOOLS
+
+    def _path(self, raw: str, cwd: str | None, overlay: Overlay) -> str:
+        """A repository path for what the agent wrote, relative to its ``cd``, suffix-matched when absolute."""
+        text = raw if raw.startswith("/") or not cwd else f"{cwd.rstrip('/')}/{raw}"
+        if not text.startswith("/"):
+            return safe_relpath(text)
+        parts = [p for p in PurePosixPath(text).parts[1:] if p not in ("", ".")]
+        if ".." in parts:
+            raise ConnectorError(f"path traversal refused: {raw!r}")
+        files = self._files(overlay)
+        dirs = {"/".join(f.split("/")[:i]) for f in files for i in range(1, f.count("/") + 1)}
+        for i in range(len(parts) + 1):
+            candidate = "/".join(parts[i:])
+            if candidate in files or candidate in dirs or (i == len(parts)):
+                return candidate
+        return "/".join(parts)
+
+    def answer(self, call: ToolCall, kind: ToolKind, overlay: Overlay) -> ConnectorAnswer | None:
+        from deploysim.agents.toolsim.shell import call_read
+
+        if kind != "read":
+            return None
+        read = call_read(call.name, call.parsed_arguments())
+        if read is None:
+            return None
+        try:
+            output = self._run(read, overlay)
+        except ConnectorError as exc:
+            return ConnectorAnswer(None, f"refused: {exc}")
+        if output is None:
+            return ConnectorAnswer(None, f"{', '.join(read.paths)}: not found at this commit")
+        return ConnectorAnswer(output[: self.MAX_OUTPUT])
+
+    def _text(self, raw: str, cwd: str | None, overlay: Overlay) -> str | None:
+        rel = self._path(raw, cwd, overlay)
+        self._check_no_link(rel)
+        return self._read(rel, overlay)
+
+    def _run(self, read: Any, overlay: Overlay) -> str | None:
+        import fnmatch
+
+        op, cwd = read.op, read.cwd
+        if op in ("cat", "head", "tail", "lines", "nl", "wc", "view"):
+            texts = []
+            for raw in read.paths:
+                text = self._text(raw, cwd, overlay)
+                if text is None:
+                    return None
+                texts.append((raw, text))
+            if op == "cat":
+                return "".join(t for _, t in texts)
+            if op == "wc":
+                return "\n".join(f"{t.count(chr(10))} {raw}" for raw, t in texts)
+            (raw, text), = texts
+            lines = text.splitlines(keepends=True)
+            if op == "head":
+                return "".join(lines[: read.count])
+            if op == "tail":
+                return "".join(lines[-read.count:]) if read.count else ""
+            first, last = (read.start or 1), (read.end or len(lines))
+            chosen = list(enumerate(lines, 1))[first - 1: last]
+            if op == "lines":
+                return "".join(line for _, line in chosen)
+            if op == "view":
+                numbered = "".join(f"{n:6}\t{line}" for n, line in chosen)
+                return f"Here's the result of running `cat -n` on {raw}:\n{numbered}"
+            return "".join(f"{n:6}\t{line}" for n, line in chosen)  # nl -ba
+        rel = self._path(read.paths[0], cwd, overlay) if read.paths[0] not in (".", "./") or cwd else ""
+        self._check_no_link(rel)
+        prefix = f"{rel}/" if rel else ""
+        files = [f for f in self._files(overlay) if f.startswith(prefix) or f == rel]
+        if op == "ls":
+            if rel in files:
+                return read.paths[0]
+            names = sorted({f[len(prefix):].split("/")[0] for f in files})
+            if not names:
+                return None
+            return "\n".join(n for n in names if "a" in read.flags or "A" in read.flags or not n.startswith("."))
+        if op == "find":
+            shown = read.paths[0].rstrip("/") or "."
+            found = set()
+            for f in files:
+                parts = f[len(prefix):].split("/")
+                for i in range(1, len(parts) + 1):
+                    is_file = i == len(parts)
+                    if read.flags and (("f" in read.flags) != is_file):
+                        continue
+                    name = parts[i - 1]
+                    if read.pattern is None or fnmatch.fnmatchcase(name, read.pattern):
+                        found.add(f"{shown}/{'/'.join(parts[:i])}")
+            return "\n".join(sorted(found))
+        if op == "grep":
+            pattern = read.pattern or ""
+            fold = "i" in read.flags
+            hits = []
+            many = len(files) > 1 or "r" in read.flags
+            for f in files:
+                if not ("r" in read.flags or f == rel):
+                    continue
+                text = self._read(f, overlay) or ""
+                for n, line in enumerate(text.splitlines(), 1):
+                    if (pattern.lower() in line.lower()) if fold else (pattern in line):  # fixed string, no regex
+                        shown = f"./{f}" if read.paths[0] in (".", "./") else f  # as grep prints it
+                        where = (f"{shown}:" if many else "") + (f"{n}:" if "n" in read.flags else "")
+                        hits.append(f"{where}{line[:300]}")
+                if len(hits) >= self.MAX_MATCHES:
+                    break
+            return "\n".join(hits[: self.MAX_MATCHES])
+        return None
+
+
 def build_connectors(config: Mapping[str, Any] | None, base_dir: str | Path = ".",
                      metadata: Mapping[str, Any] | None = None) -> list[Connector]:
     """Connectors from the ``connectors:`` config: ``json:`` and/or ``repository:`` sections."""
@@ -424,4 +557,6 @@ def build_connectors(config: Mapping[str, Any] | None, base_dir: str | Path = ".
         repo = config["repository"]
         commit = repo.get("commit") or (metadata or {}).get(repo.get("commit_field", "commit"))
         out.append(RepositoryConnector(repo, commit=str(commit) if commit else None))
+    if config.get("shell_repository"):
+        out.append(ShellRepositoryConnector(config["shell_repository"]))
     return out

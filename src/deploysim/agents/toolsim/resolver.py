@@ -87,7 +87,7 @@ class ToolResolver:
             sig = call_signature(logged.call.name, logged.call.arguments)
             if logged.output is not None:
                 episode.logged.setdefault(sig, []).append((write_state(writes), logged.output))
-            if self.policy.kind(logged.call.name) != "read":
+            if self.policy.call_kind(logged.call.name, logged.call.arguments) != "read":
                 writes.append((logged.call.name, logged.call.arguments))
                 if logged.index < start:
                     self._apply_write(episode, logged.call, logged.output or "", "prefix")
@@ -108,7 +108,7 @@ class ToolResolver:
         return answer
 
     async def _resolve(self, episode: Episode, call: ToolCall, conversation: list[Message]) -> ToolAnswer:
-        kind = self.policy.kind(call.name)
+        kind = self.policy.call_kind(call.name, call.arguments)
         state = episode.overlay.state()
         if "replay" in self.affordances:
             for logged_state, output in episode.logged.get(call_signature(call.name, call.arguments), []):

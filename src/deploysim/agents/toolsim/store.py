@@ -111,7 +111,7 @@ class PriorCallStore:
             if logged.output is not None:
                 rows.append((logged.call.name, args, logged.output, write_state(writes), record.id,
                              by_index.get(logged.index, "")[:500], raw_output))
-            if policy.kind(logged.call.name) != "read":
+            if policy.call_kind(logged.call.name, logged.call.arguments) != "read":
                 writes.append((logged.call.name, args))
         with self.db:
             self.db.executemany(
