@@ -27,6 +27,7 @@ def graded_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
+@pytest.mark.slow  # importing inspect-ai alone takes seconds
 def test_inspect_export_round_trips_through_inspect_ais_reader(graded_run: Path, tmp_path: Path) -> None:
     log_module = pytest.importorskip("inspect_ai.log")
     result = CliRunner().invoke(main, ["export", str(graded_run), "--format", "inspect", "--out",

@@ -7,9 +7,7 @@ line / member, field), and a ``deploysim run`` with the instant FAKE model whose
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -97,8 +95,9 @@ def test_swe_agent_history_drops_demos_and_maps_actions() -> None:
     assert answers(r)[calls(r)[1][0]].startswith("[File: /repo/calc.py")
     (fc,), _, _ = read(FIX / "swe_agent_fc.traj")
     assert [c[:2] for c in calls(fc)] == [("toolu_01A", "str_replace_editor"), ("toolu_01B", "bash")]
-    assert answers(fc) == {"toolu_01A": "Here's the result of running `cat -n` on /repo/calc.py:\n     1\tdef divide(a, b):",
-                           "toolu_01B": "1 failed"}
+    assert answers(fc) == {
+        "toolu_01A": "Here's the result of running `cat -n` on /repo/calc.py:\n     1\tdef divide(a, b):",
+        "toolu_01B": "1 failed"}
     (steps,), _, _ = read(FIX / "swe_agent_steps.traj")
     assert steps.metadata["read_from"] == "trajectory" and [m.role for m in steps.messages][:2] == ["system", "user"]
     assert [c[2]["command"] for c in calls(steps)] == ["ls", "cat calc.py"]
