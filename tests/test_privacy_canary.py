@@ -86,22 +86,23 @@ def leaks(values: dict[str, list[str]], haystacks: list[tuple[str, str]]) -> dic
     return found
 
 
-def run_canary(tmp_path: Path, base_url: str, bodies: list[bytes], privacy: dict[str, object]) -> dict[str, object]:
+def run_canary(tmp_path: Path, base_url: str, bodies: list[bytes], privacy: dict[str, object] | None,
+               data: Path = FIXTURES / "canary.jsonl", values: dict[str, list[str]] | None = None) -> dict[str, object]:
     cache = tmp_path / "cache" / "calls.sqlite"
     config = SimConfig(
-        data=[str(FIXTURES / "canary.jsonl")],
+        data=[str(data)],
         turn="all",
         deployments=[{"name": "candidate", "model": f"openai-compatible/canary@{base_url}", "concurrency": 2,
                       "max_retries": 0}],
         cache_path=str(cache),
-        privacy=privacy,
+        **({"privacy": privacy} if privacy is not None else {}),
     )
     out = tmp_path / "run"
     summary = run_simulation(config, out, show_progress=False)
     assert summary["reconciles"], summary
     haystacks = [(f"request {i}", b.decode("utf-8", errors="replace")) for i, b in enumerate(bodies)]
     haystacks += list(file_texts(out)) + list(file_texts(cache.parent))
-    values = planted()
+    values = values if values is not None else planted()
     found = leaks(values, haystacks)
     print("\nrecall per kind (planted values absent from every request, cache and run file):")
     for kind, items in sorted(values.items()):
@@ -135,3 +136,39 @@ def test_canary_placeholder_mode(tmp_path: Path, recording_server: tuple[str, li
     result = run_canary(tmp_path, base_url, bodies, {"mode": "placeholder", "presidio": False})
     assert result["found"] == {}
     assert any(b"<EMAIL_1>" in body for body in bodies)
+
+
+#: Issue 15 point 11: values that reached the provider with default settings before the recognizers were
+#: tuned for recall. Every class is planted in a sentence of its own, as a user would write it.
+RECALL_GAPS: dict[str, list[str]] = {
+    "phone without separators": ["4155552671", "2125550198", "07700900461", "14155550123", "+14155552671"],
+    "phone in a fictional or unassigned range": ["(555) 555-0134", "555-555-0188", "+1 555 555 0100",
+                                                "07700 900123", "+44 7700 900987"],
+    "test card with few distinct digits": ["4111 1111 1111 1111", "4242424242424242", "5555555555554444",
+                                           "4000 0000 0000 0002", "3782 822463 10005"],
+    "ssn without dashes": ["078051120", "219099999", "123456789", "536224567", "412789321"],
+    "email with an internationalised domain": ["jose@correo.españa.es", "info@bücher.de", "user@例え.jp",
+                                               "ana.lópez@ejemplo.com", "müller@straße.de"],
+}
+RECALL_TEMPLATES = {
+    "phone without separators": "Please call me back on {} after six.",
+    "phone in a fictional or unassigned range": "My direct line is {} if the portal fails.",
+    "test card with few distinct digits": "The checkout rejected card {} with expiry 12/29.",
+    "ssn without dashes": "For the W-9 my SSN is {} and my name is on file.",
+    "email with an internationalised domain": "Send the receipt to {} please.",
+}
+
+
+def test_canary_recall_gaps_of_issue_15_are_closed_with_default_settings(
+        tmp_path: Path, recording_server: tuple[str, list[bytes]]) -> None:
+    data = tmp_path / "gaps.jsonl"
+    with data.open("w") as handle:
+        for kind, items in RECALL_GAPS.items():
+            for i, value in enumerate(items):
+                handle.write(json.dumps({"id": f"{kind}-{i}", "messages": [
+                    {"role": "user", "content": RECALL_TEMPLATES[kind].format(value)},
+                    {"role": "assistant", "content": "Thanks, noted."}]}, ensure_ascii=False) + "\n")
+    base_url, bodies = recording_server
+    result = run_canary(tmp_path, base_url, bodies, None, data, RECALL_GAPS)
+    assert result["requests"] == sum(len(v) for v in RECALL_GAPS.values())
+    assert result["found"] == {}, {k: [v for v, _ in items] for k, items in result["found"].items()}

@@ -186,7 +186,7 @@ def test_sharegpt_unknown_speaker_and_broken_array(tmp_path: Path) -> None:
     truncated.write_text(path.read_text()[:-40])
     records, rejects = split(list(iter_inputs([truncated], "sharegpt")))
     assert [r.id for r in records] == ["a"]
-    assert "broken JSON after item 1" in rejects[-1].reason
+    assert rejects[-1].line == 2 and "broken JSON" in rejects[-1].reason
 
 
 def test_reading_is_lazy_for_large_arrays(tmp_path: Path) -> None:

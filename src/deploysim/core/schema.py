@@ -59,6 +59,15 @@ class Record(_Model):
     source_file: str = ""
     source_line: int = 0
     format: str = ""
+    #: Where this record was read in this run: input file (``#N`` for its N-th repeat), line/item, and
+    #: ``.K`` for the K-th record of one value. Unique per run; point ids and sampling keys use it.
+    #: Not part of the record's content, so never serialised (a dataset row stays where it was read).
+    origin: str = Field(default="", exclude=True)
+
+    def key(self) -> str:
+        """The record's identity in this run (origin, else source position) plus its id."""
+        where = self.origin or f"{self.source_file}:{self.source_line}"
+        return f"{where}\x00{self.id}"
 
 
 class ReplayPoint(_Model):

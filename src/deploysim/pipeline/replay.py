@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Callable
 from typing import Literal
 
-from deploysim.core.schema import Record, RecordError, ReplayPoint
+from deploysim.core.schema import Record, RecordError, Reject, ReplayPoint
+from deploysim.core.store.run_dir import point_row
 
 TurnChoice = Literal["last", "random", "all"]
 TURN_CHOICES: tuple[str, ...] = ("last", "random", "all")
@@ -35,8 +37,9 @@ def cut_indices(record: Record) -> list[int]:
 
 
 def point_id(record: Record, turn_index: int) -> str:
-    """Stable across runs for the same input, distinct for equal record ids in different files."""
-    key = f"{record.source_file}\x00{record.source_line}\x00{record.id}\x00{turn_index}"
+    """Stable across runs for the same input; distinct for equal record ids in different files, in one
+    file read twice, or in native datasets made from files of the same name (``Record.key``)."""
+    key = f"{record.key()}\x00{turn_index}"
     return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
@@ -48,13 +51,16 @@ def replay_points(record: Record, turn: TurnChoice = "last", seed: int = 0) -> l
         chosen = [cuts[-1]]
     elif turn == "random":
         # Seeded per record, so the choice does not depend on input order or resume.
-        chosen = [random.Random(f"{seed}:{record.source_file}:{record.id}").choice(cuts)]
+        chosen = [random.Random(f"{seed}:{record.key()}").choice(cuts)]
     elif turn == "all":
         chosen = cuts
     else:
         raise ValueError(f"unknown turn choice {turn!r}; expected one of {', '.join(TURN_CHOICES)}")
     metadata = {**record.metadata, "source_format": record.format}
-    weight = float(record.metadata.get(WEIGHT_KEY, 1.0))
+    weight = record.metadata.get(WEIGHT_KEY, 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise RecordError(WEIGHT_KEY, f"a sampling weight must be a number, got {type(weight).__name__}", record.id)
+    weight = float(weight)
     return [
         ReplayPoint(
             point_id=point_id(record, index),
@@ -68,3 +74,25 @@ def replay_points(record: Record, turn: TurnChoice = "last", seed: int = 0) -> l
         )
         for index in chosen
     ]
+
+
+def prepare_points(record: Record, turn: TurnChoice = "last", seed: int = 0,
+                   deidentify: Callable[[Record], Record] | None = None) -> list[ReplayPoint] | Reject:
+    """The per-record stages after parsing, as one error boundary: de-identify, cut, and encode the rows
+    the run directory will write. A record that fails any of them becomes a located ``Reject`` (its
+    reason names the stage and the error type, never the data); the run goes on with the others."""
+    stage = "de-identification"
+    try:
+        clean = deidentify(record) if deidentify is not None else record
+        stage = "cutting into replay points"
+        points = replay_points(clean, turn, seed)
+        stage = "encoding the replay point"
+        for point in points:
+            point_row(point)
+        return points
+    except RecordError as exc:
+        field, reason = exc.field, f"{stage}: {exc.reason}"
+    except Exception as exc:  # noqa: BLE001 - the boundary: one record, never the run
+        field, reason = None, f"{stage} failed ({type(exc).__name__})"
+    return Reject(source_file=record.source_file, line=record.source_line, record_id=record.id, field=field,
+                  reason=reason)

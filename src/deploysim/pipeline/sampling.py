@@ -23,13 +23,13 @@ from deploysim.core.schema import Record, Reject
 InputStream = Callable[[], Iterator[Record | Reject]]
 
 
-def record_key(record: Record) -> tuple[str, int, str]:
-    return (record.source_file, record.source_line, record.id)
+def record_key(record: Record) -> str:
+    """A record's identity in this run (``Record.key``): where it was read, and its id."""
+    return record.key()
 
 
 def _rank(seed: int, record: Record) -> int:
-    digest = hashlib.blake2b(f"{seed}\x00{record.source_file}\x00{record.source_line}\x00{record.id}".encode(),
-                             digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}\x00{record_key(record)}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
@@ -43,7 +43,7 @@ class UniformSample:
         self.total_accepted = 0
 
     def __iter__(self) -> Iterator[Record | Reject]:
-        heap: list[tuple[int, tuple[str, int, str]]] = []  # max-heap of the n smallest ranks
+        heap: list[tuple[int, str]] = []  # max-heap of the n smallest ranks
         for item in self.open_inputs():
             if isinstance(item, Reject):
                 yield item
@@ -112,13 +112,13 @@ class SamplingCounts:
     strata: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def _seeded_rank(seed: int, salt: str, key: tuple[str, int, str]) -> int:
-    digest = hashlib.blake2b(f"{seed}\x00{salt}\x00{key[0]}\x00{key[1]}\x00{key[2]}".encode(), digest_size=8).digest()
+def _seeded_rank(seed: int, salt: str, key: str) -> int:
+    digest = hashlib.blake2b(f"{seed}\x00{salt}\x00{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
-def _key_id(key: tuple[str, int, str]) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{key[0]}\x00{key[1]}\x00{key[2]}".encode(), digest_size=8).digest(), "big")
+def _key_id(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 def stratum_of(record: Record, fields: list[str]) -> str:
@@ -278,7 +278,7 @@ class StreamSampler:
             }
         del heaps, sizes
 
-    def _cap_factor(self, record: Record, key: tuple[str, int, str]) -> float | None:
+    def _cap_factor(self, record: Record, key: str) -> float | None:
         factor = 1.0
         for name, rules in self._cap_rule.items():
             if name not in record.metadata:

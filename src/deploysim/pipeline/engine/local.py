@@ -20,7 +20,7 @@ from deploysim.pipeline.config import SimConfig
 from deploysim.pipeline.engine.progress import RunProgress
 from deploysim.pipeline.engine.summary import build_summary
 from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
-from deploysim.pipeline.replay import replay_points
+from deploysim.pipeline.replay import prepare_points
 from deploysim.pipeline.sampling import UniformSample
 from deploysim.core.schema import SCHEMA_VERSION, Generation, Record, Reject, ReplayPoint
 from deploysim.pipeline.sources import SkippedInputs, iter_inputs
@@ -81,8 +81,12 @@ class LocalEngine:
         self.skipped = SkippedInputs()
         self._flush_pending = False
 
-    def _inputs(self) -> Iterator[Record | Reject]:
-        """Records to replay, de-identified after sampling (sampling reads only ids)."""
+    def _inputs(self) -> Iterator[Reject | list[ReplayPoint]]:
+        """Each record's replay points (de-identified after sampling: sampling reads only ids), or a reject.
+
+        ``prepare_points`` is the per-record error boundary: a record that fails de-identification,
+        cutting or encoding is one more reject, and the counts say so (read = accepted + rejected).
+        """
         config = self.config
         deidentify = _deidentifier(config)
 
@@ -94,19 +98,25 @@ class LocalEngine:
         sample = UniformSample(open_inputs, config.sample, config.seed) if config.sample is not None else None
         if sample is not None:
             self.counts.records_sampled = 0
+        late_rejects = 0
         for item in iter(sample) if sample is not None else open_inputs():
             if isinstance(item, Reject):
                 yield item
+                continue
+            prepared = prepare_points(item, config.turn, config.seed, deidentify)
+            if isinstance(prepared, Reject):
+                late_rejects += 1
+                yield prepared
                 continue
             if sample is None:
                 self.counts.records_read += 1
                 self.counts.records_accepted += 1
             else:
                 self.counts.records_sampled += 1  # type: ignore[operator]
-            yield deidentify(item) if deidentify is not None else item
+            yield prepared
         if sample is not None:  # the sampler's first pass saw every accepted record
-            self.counts.records_accepted = sample.total_accepted
-            self.counts.records_read += sample.total_accepted
+            self.counts.records_accepted = sample.total_accepted - late_rejects
+            self.counts.records_read += sample.total_accepted - late_rejects
 
     def _reject(self, reject: Reject) -> None:
         self.counts.records_read += 1
@@ -114,10 +124,6 @@ class LocalEngine:
         kind = _reason_kind(reject)
         self.counts.rejects_by_reason[kind] = self.counts.rejects_by_reason.get(kind, 0) + 1
         self.store.write_reject(reject)
-
-    def _points_of(self, record: Record) -> list[ReplayPoint]:
-        # Sources already rejected records with nothing to replay, so this cannot fail.
-        return replay_points(record, self.config.turn, self.config.seed)
 
     async def run(self, resume: bool = False) -> dict[str, Any]:
         config, store = self.config, self.store
@@ -170,7 +176,7 @@ class LocalEngine:
             if isinstance(item, Reject):
                 self._reject(item)
                 continue
-            for point in self._points_of(item):
+            for point in item:
                 self.counts.points += 1
                 self.store.write_point(point)
                 self._journal_logged(point, done)

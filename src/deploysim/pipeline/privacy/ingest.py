@@ -61,7 +61,7 @@ def ingest(
     rejects_path, summary_path = side_paths(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
-    rejected = written = 0
+    rejected = written = late = 0
     rejects_by_reason: dict[str, int] = {}
     scrub = _reason_scrubber(deidentify)
     batch: list[str] = []
@@ -74,7 +74,17 @@ def ingest(
                 kind = (item.field.split("[")[0] + ": " if item.field else "") + item.reason[:60]
                 rejects_by_reason[kind] = rejects_by_reason.get(kind, 0) + 1
                 continue
-            batch.append(native_row(deidentify(item))[RECORD_COLUMN])
+            try:  # the per-record boundary: one record that cannot be de-identified is one reject
+                batch.append(native_row(deidentify(item))[RECORD_COLUMN])
+            except Exception as exc:  # noqa: BLE001 - never quote: the message may carry input
+                rejected += 1
+                late += 1
+                reject = Reject(source_file=item.source_file, line=item.source_line, record_id=item.id,
+                                reason=f"de-identification failed ({type(exc).__name__})")
+                rejects.write(orjson.dumps(reject.model_dump()) + b"\n")
+                kind = reject.reason[:60]
+                rejects_by_reason[kind] = rejects_by_reason.get(kind, 0) + 1
+                continue
             written += 1
             if on_record is not None:
                 on_record()
@@ -88,8 +98,8 @@ def ingest(
     summary: dict[str, Any] = {
         "dataset": str(out),
         "rejects": str(rejects_path),
-        "records_read": counts.accepted + rejected,
-        "records_accepted": counts.accepted,
+        "records_read": counts.accepted - late + rejected,
+        "records_accepted": counts.accepted - late,
         "records_rejected": rejected,
         "duplicates_removed": counts.duplicates_removed,
         "capped_removed": counts.capped_removed,
@@ -106,7 +116,7 @@ def ingest(
         "seconds": round(time.time() - started, 3),
     }
     summary["reconciles"] = (
-        counts.accepted == written + counts.duplicates_removed + counts.capped_removed + counts.sampled_out
+        counts.accepted - late == written + counts.duplicates_removed + counts.capped_removed + counts.sampled_out
     )
     summary_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return summary

@@ -59,16 +59,21 @@ Finder = Callable[[str], Iterable[Span]]
 
 # --- candidate patterns -------------------------------------------------------------------------
 
+# Internationalised addresses too (RFC 6531): Unicode letters in the local part and the domain, IDN TLDs.
 _EMAIL_RE = re.compile(
-    r"(?<![\w.+%-])[A-Za-z0-9](?:[A-Za-z0-9._%+-]{0,63})@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    r"[A-Za-z]{2,24}(?![\w-])"
+    r"(?<![\w.+%-])[^\W_](?:[\w.%+-]{0,63})@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+"
+    r"(?:[^\W\d_]{2,24}|xn--[a-z0-9-]{2,59})(?![\w-])"
 )
 _FILE_SUFFIXES = frozenset("png jpg jpeg gif svg webp ico bmp js ts css html pdf zip tar gz".split())
 
 # Phone candidates: optional +country, groups of digits joined by one separator each; no newlines.
 _PHONE_RE = re.compile(r"(?<![\w+.\-/@#=])(?:\+\d{1,3}[ .\-]?)?(?:\(\d{1,5}\)[ .\-]?)?\d{1,5}(?:[ .\-]\d{1,8}){1,5}"
                        r"(?![\w\-]|\.\d)")
-_PHONE_PLUS_COMPACT_RE = re.compile(r"(?<![\w+])\+\d{8,15}(?!\w)")
+_PHONE_PLUS_COMPACT_RE = re.compile(r"(?<![\w+])\+\d{1,3}[ .\-]?\d{6,14}(?!\w)")
+# National numbers written without separators: 10 digits (NANP), 11 with a trunk prefix (1 or 0).
+_PHONE_COMPACT_RE = re.compile(r"(?<![\w+.\-/@#=$:])(?:\d{10}|[01]\d{10})(?![\w\-]|\.\d)")
+_NANP_REGIONS = frozenset("US CA AG AI AS BB BM BS DM DO GD GU JM KN KY LC MP MS PR SX TC TT VC VG VI".split())
+_COMPACT_DATE = re.compile(r"^(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
 _DATE_START = re.compile(r"^\d{4}-\d{2}-\d{2}")
 _DATE_LIKE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 
@@ -82,6 +87,10 @@ _IPV4_RE = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?
 _IPV6_RE = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:]{2,38}(?![\w:])")
 
 _SSN_RE = re.compile(r"(?<![\w\-])(?!000|666|9\d\d)\d{3}([ \-])(?!00)\d{2}\1(?!0000)\d{4}(?![\w\-])")
+# Nine digits in a row are an SSN only where the text says so (ids, decimals and URLs are full of them).
+_SSN_COMPACT_RE = re.compile(r"(?<![\w\-./])(?!000|666|9\d\d)\d{3}(?!00)\d{2}(?!0000)\d{4}(?![\w\-/]|\.\d)")
+_SSN_CONTEXT = re.compile(r"(?i)(?:\bssn|social[ \-]?security|\bsocial\b|\bss ?#|\bss no|\btax ?id|\btaxpayer|\bitin\b"
+                          r"|\btin\b)[^\n\d]{0,40}$")
 _NINO_RE = re.compile(r"(?<!\w)(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]"
                       r"(?!\w)")
 
@@ -129,7 +138,8 @@ def _digits(text: str) -> str:
 
 def valid_card(text: str) -> bool:
     digits = _digits(text)
-    if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits) or len(set(digits)) < 4:
+    # Test numbers (4111 1111 1111 1111, 4242...) are cards too: people paste them with real ones.
+    if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits):
         return False
     seps = {c for c in text if not c.isdigit()}
     if len(seps) > 1:
@@ -146,16 +156,40 @@ def valid_iban(text: str) -> bool:
 
 
 def parse_phone(text: str, regions: tuple[str, ...]) -> phonenumbers.PhoneNumber | None:
-    """The number ``text`` denotes if it is a valid phone number for one of ``regions`` (or international)."""
+    """The number ``text`` denotes if it is a phone number for one of ``regions`` (or international).
+
+    Recall first: a number in a range reserved for fiction or not yet assigned (555-01xx, 07700 900xxx)
+    is "invalid" to libphonenumber but is still somebody's number in a log; it counts when its length
+    is possible for the region and, for NANP, its area code and exchange have the plan's shape.
+    """
     candidates = ("ZZ",) if text.startswith("+") else regions
     for region in candidates:
         try:
             number = phonenumbers.parse(text, None if region == "ZZ" else region)
         except phonenumbers.NumberParseException:
             continue
-        if phonenumbers.is_valid_number(number):
+        if phonenumbers.is_valid_number(number) or _plausible_number(number, text):
             return number
     return None
+
+
+def _plausible_number(number: phonenumbers.PhoneNumber, text: str) -> bool:
+    """A possible number with the numbering plan's shape, though not (yet) assigned."""
+    if not phonenumbers.is_possible_number(number):
+        return False
+    national = str(number.national_number)
+    if number.country_code == 1:  # NANP: NXX-NXX-XXXX, grouped 3-3-4 (or not at all)
+        groups = [len(g) for g in re.findall(r"\d+", text.removeprefix("+"))]
+        if groups[:1] == [1] and len(groups) > 1:
+            groups = groups[1:]
+        return (len(national) == 10 and national[0] in "23456789" and national[3] in "23456789"
+                and groups in ([3, 3, 4], [3, 7], [10], [11]))
+    # elsewhere a national number is written with its trunk prefix 0, or internationally with +
+    if not text.lstrip("(").startswith(("0", "+")):
+        return False
+    if number.country_code == 44:  # UK: geographic, mobile, non-geographic: 10 national digits
+        return len(national) == 10 and national[0] in "123578"
+    return len(national) >= 8
 
 
 def _valid_phone_shape(text: str) -> bool:
@@ -233,6 +267,9 @@ def make_numeric_finder(regions: tuple[str, ...]) -> Finder:
                     yield Span(m.start(), m.end(), CARD)
             for m in _windowed(_SSN_RE, text, lo, hi, 4):
                 yield Span(m.start(), m.end(), SSN)
+            for m in _windowed(_SSN_COMPACT_RE, text, lo, hi, 4):
+                if _SSN_CONTEXT.search(text, max(0, m.start() - 60), m.start()):
+                    yield Span(m.start(), m.end(), SSN)
             if "." in trigger.group():
                 for m in _windowed(_IPV4_RE, text, lo, hi, 4):
                     if valid_ip(m.group()):
@@ -242,6 +279,12 @@ def make_numeric_finder(regions: tuple[str, ...]) -> Finder:
                     candidate = m.group()
                     if _valid_phone_shape(candidate) and parse_phone(candidate, regions) is not None:
                         yield Span(m.start(), m.end(), PHONE)
+            for m in _windowed(_PHONE_COMPACT_RE, text, lo, hi, 4):
+                candidate = m.group()
+                # A national trunk prefix 0 means a non-NANP plan; otherwise only NANP's shape is a phone.
+                plans = tuple(r for r in regions if (r in _NANP_REGIONS) != candidate.startswith("0"))
+                if plans and not _COMPACT_DATE.match(candidate) and parse_phone(candidate, plans) is not None:
+                    yield Span(m.start(), m.end(), PHONE)
 
     return find_numeric
 

@@ -14,10 +14,19 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deploysim.pipeline.replay import cut_indices
+from deploysim.pipeline.replay import WEIGHT_KEY, cut_indices
 from deploysim.core.schema import Record, RecordError, Reject
 from deploysim.pipeline.sources._base import FormatParser, SourceContext
-from deploysim.pipeline.sources._io import RawError, RawValue, SourceError, container_kind, iter_raw, sample_values
+from deploysim.pipeline.sources._io import (
+    MAX_NESTING,
+    RawError,
+    RawValue,
+    SourceError,
+    check_container,
+    iter_raw,
+    nesting_depth,
+    sample_values,
+)
 from deploysim.pipeline.sources.inspect_log import InspectLog
 from deploysim.pipeline.sources.langfuse import Langfuse
 from deploysim.pipeline.sources.langsmith import LangSmith
@@ -52,8 +61,9 @@ __all__ = [
 
 
 def detect_format(path: Path) -> str:
-    """The format of ``path`` judged from the file (zip members, a log header) or its first values."""
-    container_kind(path)
+    """The format of ``path``: judged from the file itself (zip members, a log header), else by a vote
+    of its first readable values — one damaged value must not refuse a file of good ones."""
+    check_container(path)
     for name, parser in PARSERS.items():
         sniff = getattr(parser, "sniff_file", None)
         if sniff is not None and sniff(path):
@@ -61,9 +71,13 @@ def detect_format(path: Path) -> str:
     samples = sample_values(path)
     if not samples:
         raise SourceError(f"{path}: no readable JSON values to detect the format from; pass --format")
-    for name, parser in PARSERS.items():
-        if parser.matches(samples[0]):
-            return name
+    votes: dict[str, int] = {}
+    for sample in samples:
+        name = next((n for n, parser in PARSERS.items() if parser.matches(sample)), None)
+        if name is not None:
+            votes[name] = votes.get(name, 0) + 1
+    if votes:
+        return max(PARSERS, key=lambda n: votes.get(n, 0))  # ties: the more specific format (earlier)
     first = samples[0]
     shape = f"an object with keys {sorted(first)[:8]}" if isinstance(first, dict) else type(first).__name__
     raise SourceError(
@@ -79,7 +93,7 @@ def check_paths(paths: Iterable[str | Path]) -> list[Path]:
     if missing:
         raise SourceError(f"input file(s) not found: {', '.join(missing)}")
     for path in resolved:
-        container_kind(path)
+        check_container(path)
     return resolved
 
 
@@ -93,6 +107,14 @@ def validate_record(record: Record, max_message_chars: int) -> None:
     if not cut_indices(record):
         raise RecordError("messages", "nothing to replay: no assistant turn follows a user or tool message",
                           record.id)
+    if WEIGHT_KEY in record.metadata:
+        weight = record.metadata[WEIGHT_KEY]
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+            shown = type(weight).__name__ if not isinstance(weight, (int, float)) else "not a positive finite number"
+            raise RecordError(WEIGHT_KEY, f"a sampling weight must be a positive number ({shown})", record.id)
+    for name in ("tools", "metadata"):
+        if nesting_depth(getattr(record, name)) > MAX_NESTING:
+            raise RecordError(name, f"nested deeper than {MAX_NESTING} levels (the limit)", record.id)
     for i, message in enumerate(record.messages):
         size = len(message.content or "")
         if size > max_message_chars:
@@ -122,26 +144,33 @@ def iter_inputs(
     """Every record (or reject) of every file, in order, in constant memory."""
     if format not in FORMATS:
         raise SourceError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    seen: dict[Path, int] = {}
     for path in check_paths(paths):
         name = detect_format(path) if format == "auto" else format
         parser = PARSERS[name]
+        # The same file given twice is read twice: its records get a distinct origin (and point ids).
+        copy = seen[path.resolve()] = seen.get(path.resolve(), -1) + 1
+        origin = f"{path}#{copy}" if copy else str(path)
         reader = getattr(parser, "iter_values", None) or iter_raw
         for raw in reader(path):
             if isinstance(raw, RawError):
-                yield Reject(source_file=str(path), line=raw.location, member=raw.member, reason=raw.reason)
+                yield Reject(source_file=str(path), line=raw.location, member=raw.member, field=raw.field,
+                             reason=raw.reason)
                 continue
-            yield from _parse_one(parser, raw, path, max_message_chars, skipped)
+            yield from _parse_one(parser, raw, path, origin, max_message_chars, skipped)
 
 
-def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int,
+def _parse_one(parser: FormatParser, raw: RawValue, path: Path, origin: str, max_chars: int,
                skipped: SkippedInputs | None) -> Iterator[Record | Reject]:
+    """One decoded value to its records, or one reject: the error boundary of parsing and validation."""
     where = f"{path.name}:{raw.member}" if raw.member else f"{path.name}:{raw.location}"
     ctx = SourceContext(str(path), raw.location, where, raw.member)
     at = {"source_file": str(path), "line": raw.location, "member": raw.member}
     try:
         records = list(parser.parse(raw.value, ctx))
-        for record in records:
+        for k, record in enumerate(records):
             validate_record(record, max_chars)
+            record.origin = f"{origin}:{raw.location}" + (f".{k}" if k else "")
     except RecordError as exc:
         yield Reject(**at, record_id=exc.record_id, field=exc.field, reason=exc.reason)
         return
@@ -150,7 +179,7 @@ def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int,
         field = ".".join(str(p) for p in first["loc"]) or None
         yield Reject(**at, field=field, reason=f"not a valid {parser.name} record: {first['msg']}")
         return
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # shape errors
+    except Exception as exc:  # any other failure costs this value only; the message may quote input
         yield Reject(**at, reason=f"not a valid {parser.name} record: {type(exc).__name__}")
         return
     if not records and skipped is not None:

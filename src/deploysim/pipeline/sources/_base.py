@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import orjson
 
 from deploysim.core.schema import ROLES, Message, Record, RecordError, ToolCall
+from deploysim.pipeline.sources._io import decode_value
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,8 @@ def json_field(value: Any, field: str) -> Any:
     """A field that may hold JSON as text (tables, OTel attributes): decoded, or a RecordError."""
     if isinstance(value, str):
         try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
+            return decode_value(value)
+        except ValueError as exc:
             raise RecordError(field, f"text here must be valid JSON: {exc}") from None
     return value
 

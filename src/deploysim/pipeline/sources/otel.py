@@ -17,6 +17,7 @@ import orjson
 
 from deploysim.core.schema import ROLES, Message, Record, RecordError, ToolCall
 from deploysim.pipeline.sources._base import SourceContext, json_field, parse_tool_calls, text_content, tool_arguments
+from deploysim.pipeline.sources._io import decode_value
 
 MESSAGE_EVENTS = {
     "gen_ai.system.message": "system",
@@ -35,28 +36,49 @@ METADATA_KEYS = (
 )
 
 
-def any_value(value: Any) -> Any:
-    """Decode an OTLP/JSON ``AnyValue`` (``{"stringValue": ...}`` etc.); plain values pass."""
+def any_value(value: Any, field: str = "value") -> Any:
+    """Decode an OTLP/JSON ``AnyValue`` (``{"stringValue": ...}`` etc.); plain values pass.
+
+    Recursion is bounded: sources refuse values nested deeper than ``MAX_NESTING``.
+    """
     if not isinstance(value, dict) or len(value) != 1:
         return value
     (kind, inner), = value.items()
     if kind in ("stringValue", "boolValue", "doubleValue", "bytesValue"):
         return inner
     if kind == "intValue":
-        return int(inner)
-    if kind == "arrayValue":
-        return [any_value(v) for v in (inner or {}).get("values", [])]
-    if kind == "kvlistValue":
-        return {kv["key"]: any_value(kv.get("value")) for kv in (inner or {}).get("values", [])}
+        if isinstance(inner, bool) or not isinstance(inner, (int, str)):
+            raise RecordError(f"{field}.intValue",
+                              f"must be an integer or its decimal text, got {type(inner).__name__}")
+        try:
+            return int(inner)
+        except ValueError:
+            raise RecordError(f"{field}.intValue", "must be an integer or its decimal text") from None
+    if kind in ("arrayValue", "kvlistValue"):
+        values = (inner or {}).get("values", []) if isinstance(inner, dict) or inner is None else None
+        if not isinstance(values, list):
+            raise RecordError(f"{field}.{kind}", "must be an object with a list of values")
+        if kind == "arrayValue":
+            return [any_value(v, f"{field}.{kind}.values[{i}]") for i, v in enumerate(values)]
+        out = {}
+        for i, kv in enumerate(values):
+            if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
+                raise RecordError(f"{field}.{kind}.values[{i}]", "must be an object with a string key")
+            out[kv["key"]] = any_value(kv.get("value"), f"{field}.{kind}.values[{i}].value")
+        return out
     return value
 
 
-def attributes(raw: Any) -> dict[str, Any]:
-    """OTLP attribute list ``[{"key", "value"}]`` or a plain mapping, as a dict."""
+def attributes(raw: Any, field: str = "attributes") -> dict[str, Any]:
+    """OTLP attribute list ``[{"key", "value"}]`` or a plain mapping, as a dict; a bad one is named."""
     if isinstance(raw, dict):
         return dict(raw)
     if isinstance(raw, list):
-        return {a["key"]: any_value(a.get("value")) for a in raw if isinstance(a, dict) and "key" in a}
+        out = {}
+        for i, item in enumerate(raw):
+            if isinstance(item, dict) and isinstance(item.get("key"), str):
+                out[item["key"]] = any_value(item.get("value"), f"{field}[{i}]({item['key']}).value")
+        return out
     return {}
 
 
@@ -122,17 +144,23 @@ def _messages_from_semconv(attrs: dict[str, Any]) -> list[Message] | None:
     return messages
 
 
-def _messages_from_events(events: list[Any]) -> list[Message] | None:
+def _messages_from_events(events: Any) -> list[Message] | None:
+    if events is None:
+        return None
+    if not isinstance(events, list):
+        raise RecordError("events", f"must be a list of span events, got {type(events).__name__}")
     messages: list[Message] = []
     found = False
     for i, event in enumerate(events):
-        if not isinstance(event, dict):
-            continue
-        name = event.get("name")
-        body = attributes(event.get("attributes"))
-        if isinstance(event.get("body"), dict):
-            body.update(any_value(event["body"]))
         field = f"events[{i}]"
+        if not isinstance(event, dict):
+            raise RecordError(field, f"span event must be an object, got {type(event).__name__}")
+        name = event.get("name")
+        body = attributes(event.get("attributes"), f"{field}.attributes")
+        if isinstance(event.get("body"), dict):
+            decoded = any_value(event["body"], f"{field}.body")
+            if isinstance(decoded, dict):
+                body.update(decoded)
         if name in MESSAGE_EVENTS:
             found = True
             messages.append(
@@ -161,8 +189,8 @@ def _messages_from_events(events: list[Any]) -> list[Message] | None:
 def _maybe_json(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
+            return decode_value(value)
+        except ValueError:
             return value
     return value
 
@@ -194,9 +222,13 @@ class OTelGenAI:
             return False
         if "resourceSpans" in sample:
             return True
-        attrs = attributes(sample.get("attributes"))
+        try:
+            attrs = attributes(sample.get("attributes"))
+        except RecordError:
+            attrs = {}
+        events = sample.get("events") if isinstance(sample.get("events"), list) else []
         has_genai = any(k.startswith("gen_ai.") for k in attrs) or any(
-            isinstance(e, dict) and str(e.get("name", "")).startswith("gen_ai.") for e in sample.get("events") or []
+            isinstance(e, dict) and str(e.get("name", "")).startswith("gen_ai.") for e in events
         )
         return has_genai and ("spanId" in sample or "span_id" in sample or "context" in sample or "name" in sample)
 
@@ -217,11 +249,11 @@ class OTelGenAI:
         trace_id = span.get("traceId") or context.get("trace_id") or ""
         span_id = span.get("spanId") or context.get("span_id") or ""
         record_id = f"{trace_id}:{span_id}" if span_id else ctx.fallback_id
-        attrs = attributes(span.get("attributes"))
         try:
+            attrs = attributes(span.get("attributes"))
             messages = (
                 _messages_from_semconv(attrs)
-                or _messages_from_events(span.get("events") or [])
+                or _messages_from_events(span.get("events"))
                 or _messages_from_indexed(attrs)
             )
             tools = json_field(attrs.get("gen_ai.tool.definitions", []), "attributes.gen_ai.tool.definitions")
