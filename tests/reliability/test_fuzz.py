@@ -67,3 +67,34 @@ def test_check_data_and_run_agree_on_mutated_files(tmp_path: Path) -> None:
         expected = (f"records {summary['records_read']} = accepted {summary['records_accepted']} "
                     f"+ rejected {summary['records_rejected']}")
         assert expected in head, (file.path.name, head, expected)
+
+
+def test_the_other_formats_never_crash_on_damaged_files(tmp_path: Path) -> None:
+    """The coding-agent, Inspect, Langfuse, LangSmith and OpenInference fixtures, damaged at the byte level:
+    each read ends in records, located rejects or a clear SourceError (whole-file formats), never a crash."""
+    import random
+
+    from deploysim.pipeline.sources import SourceError, detect_format, iter_inputs
+    from tests.reliability.mutate import BYTE_MUTATIONS, ROOT
+
+    rng = random.Random(3)
+    crashes, tried = [], 0
+    for fixture in sorted((ROOT / "tests" / "fixtures" / "formats").iterdir()):
+        if fixture.suffix in (".md", ".py"):
+            continue
+        fmt = detect_format(fixture)
+        for i in range(20):
+            name = rng.choice(sorted(BYTE_MUTATIONS))
+            damaged = tmp_path / f"{i}-{fixture.name}"
+            damaged.write_bytes(BYTE_MUTATIONS[name](fixture.read_bytes(), rng))
+            for mode in ("auto", fmt):
+                tried += 1
+                try:
+                    items = list(iter_inputs([damaged], mode))
+                except SourceError:
+                    continue
+                except Exception as exc:  # noqa: BLE001 - what this test counts
+                    crashes.append(f"{damaged.name} ({name}, {mode}): {type(exc).__name__}")
+                    continue
+                assert all(i.source_file == str(damaged) for i in items if not hasattr(i, "messages"))
+    assert tried >= 500 and crashes == []

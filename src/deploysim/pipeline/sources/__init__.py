@@ -66,14 +66,14 @@ def detect_format(path: Path) -> str:
     check_container(path)
     for name, parser in PARSERS.items():
         sniff = getattr(parser, "sniff_file", None)
-        if sniff is not None and sniff(path):
+        if sniff is not None and _sniffs(sniff, path):
             return name
     samples = sample_values(path)
     if not samples:
         raise SourceError(f"{path}: no readable JSON values to detect the format from; pass --format")
     votes: dict[str, int] = {}
     for sample in samples:
-        name = next((n for n, parser in PARSERS.items() if parser.matches(sample)), None)
+        name = next((n for n, parser in PARSERS.items() if _matches(parser, sample)), None)
         if name is not None:
             votes[name] = votes.get(name, 0) + 1
     if votes:
@@ -84,6 +84,24 @@ def detect_format(path: Path) -> str:
         f"{path}: unknown content (first value is {shape}); expected one of "
         f"{', '.join(PARSERS)} — pass --format to choose"
     )
+
+
+def _sniffs(sniff: Any, path: Path) -> bool:
+    """A file too damaged for a format's own look at it is left to the value vote."""
+    try:
+        return bool(sniff(path))
+    except SourceError:
+        raise
+    except Exception:  # noqa: BLE001 - reading it for real reports the damage, located
+        return False
+
+
+def _matches(parser: FormatParser, sample: Any) -> bool:
+    """A damaged value never stops detection: a matcher that fails on it does not match."""
+    try:
+        return bool(parser.matches(sample))
+    except Exception:  # noqa: BLE001 - the value is judged again, with a located reject, when read
+        return False
 
 
 def check_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -152,12 +170,27 @@ def iter_inputs(
         copy = seen[path.resolve()] = seen.get(path.resolve(), -1) + 1
         origin = f"{path}#{copy}" if copy else str(path)
         reader = getattr(parser, "iter_values", None) or iter_raw
-        for raw in reader(path):
+        for raw in _guarded(reader(path), path):
             if isinstance(raw, RawError):
                 yield Reject(source_file=str(path), line=raw.location, member=raw.member, field=raw.field,
                              reason=raw.reason)
                 continue
             yield from _parse_one(parser, raw, path, origin, max_message_chars, skipped)
+
+
+def _guarded(values: Iterator[RawValue | RawError], path: Path) -> Iterator[RawValue | RawError]:
+    """A format's own reader failing part-way (a corrupt archive member) ends the file with one located
+    reject instead of the run: what it read before stays read."""
+    last = 0
+    try:
+        for raw in values:
+            last = raw.location
+            yield raw
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the boundary of one file's reader
+        yield RawError(last + 1, f"the file cannot be read after value {last} ({type(exc).__name__}); "
+                                 "the rest of it is lost")
 
 
 def _parse_one(parser: FormatParser, raw: RawValue, path: Path, origin: str, max_chars: int,
