@@ -78,10 +78,10 @@ def main() -> int:
         return 1
     result = json.loads(proc.stdout)
     located = all(len(bad) == 1 and "nested deeper" in bad[0][1] and good == expect
-                  for (path, expect, _), (good, bad) in zip(bombs, (result["files"][str(b[0])] for b in bombs)))
+                  for (path, expect, _), (good, bad, _mb) in zip(bombs, (result["files"][str(b[0])] for b in bombs)))
     print(f"\nnesting bombs (20k and 100k deep; JSON array, JSONL, OTLP export): {len(bombs)} files, "
           f"each one located reject and the good records kept: {located}; "
-          f"peak RSS of the capped child {result['peak_mb']} MB")
+          f"peak RSS of the capped child {result['peak_mb']} MB ({result['baseline_mb']} MB after its imports)")
     failed = total.crashes or total.refused_files or total.losses or total.unlocated or total.quoted or not located
     return 1 if failed else 0
 

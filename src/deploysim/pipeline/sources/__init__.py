@@ -90,7 +90,7 @@ def _sniffs(sniff: Any, path: Path) -> bool:
     """A file too damaged for a format's own look at it is left to the value vote."""
     try:
         return bool(sniff(path))
-    except SourceError:
+    except (SourceError, MemoryError):
         raise
     except Exception:  # noqa: BLE001 - reading it for real reports the damage, located
         return False
@@ -100,6 +100,8 @@ def _matches(parser: FormatParser, sample: Any) -> bool:
     """A damaged value never stops detection: a matcher that fails on it does not match."""
     try:
         return bool(parser.matches(sample))
+    except MemoryError:
+        raise
     except Exception:  # noqa: BLE001 - the value is judged again, with a located reject, when read
         return False
 
@@ -186,7 +188,7 @@ def _guarded(values: Iterator[RawValue | RawError], path: Path) -> Iterator[RawV
         for raw in values:
             last = raw.location
             yield raw
-    except SourceError:
+    except (SourceError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - the boundary of one file's reader
         yield RawError(last + 1, f"the file cannot be read after value {last} ({type(exc).__name__}); "

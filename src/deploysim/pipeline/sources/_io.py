@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import ijson
 import orjson
 
 #: Deepest nesting accepted in one value. Real records nest < 20; orjson writes at most 254 levels
@@ -256,9 +255,8 @@ def iter_whole(path: Path) -> Iterator[RawValue | RawError]:
 def iter_json_items(path: Path, prefix: str) -> Iterator[RawValue | RawError]:
     """The values at an ijson-style ``prefix`` (``item``, ``data.item``, ``eval``), numbered from 1.
 
-    Arrays (``item``, ``KEY.item`` at the top level) go through ``ArrayItems``: the limits and the
-    resynchronisation of the other readers. Any other prefix is read with ijson, each value then
-    checked against the limits (its JSON is small: a log header).
+    All go through ``ArrayItems`` (the limits and the resynchronisation of the other readers): an
+    array's items for ``item`` and ``KEY.item``, the one value after the key for ``KEY``.
     """
     with open_binary(path) as stream:
         if prefix == "item":
@@ -269,32 +267,30 @@ def iter_json_items(path: Path, prefix: str) -> Iterator[RawValue | RawError]:
             opener = re.compile(rb'(?<!\\)"' + re.escape(key.encode()) + rb'"\s*:\s*\[')
             yield from ArrayItems(stream, opener, many=True)
             return
-        count = 0
-        try:
-            for count, item in enumerate(ijson.items(stream, prefix, use_float=True), start=1):
-                try:
-                    check_limits(item)
-                except LimitError as exc:
-                    yield RawError(count, str(exc), field=exc.field)
-                    continue
-                yield RawValue(item, count)
-        except (ijson.JSONError, UnicodeDecodeError, ValueError, *_STREAM_ERRORS) as exc:
-            yield RawError(count + 1, f"broken JSON after item {count} ({type(exc).__name__}); "
-                                      "the rest of the file cannot be read")
+        if "." not in prefix:  # the value of one top-level key
+            opener = re.compile(rb'(?<!\\)"' + re.escape(prefix.encode()) + rb'"\s*:')
+            yield from ArrayItems(stream, opener, single=True)
+            return
+    raise ValueError(f"unsupported prefix {prefix!r}: expected item, KEY.item or KEY")
+
+
+_OBJECT_FIRST_KEY = re.compile(rb'\A\s*\{\s*("(?:[^"\\]|\\.){0,256}")\s*:')
 
 
 def first_key(path: Path) -> str | None:
-    """The first key of a top-level JSON object (None for anything else), read without loading it."""
-    with open_binary(path) as stream:
-        try:
-            for prefix, event, value in ijson.parse(stream):
-                if prefix == "" and event == "map_key":
-                    return str(value)
-                if prefix == "" and event in ("end_map", "start_array"):
-                    return None
-        except (ijson.JSONError, UnicodeDecodeError, ValueError, *_STREAM_ERRORS):
-            return None
-    return None
+    """The first key of a top-level JSON object (None for anything else), from the file's head only.
+
+    Not with ijson: its C backend builds the prefixes of a whole buffer of events before the first
+    is returned, which for a nesting bomb is quadratic (gigabytes) even when only one is wanted.
+    """
+    match = _OBJECT_FIRST_KEY.match(_head(path))
+    if match is None:
+        return None
+    try:
+        key = orjson.loads(match.group(1))
+    except orjson.JSONDecodeError:
+        return None
+    return key if isinstance(key, str) else None
 
 
 class ArrayItems:
@@ -315,10 +311,12 @@ class ArrayItems:
     ARRAY = re.compile(rb"\[")
     OTLP_SPANS = re.compile(rb'"spans"\s*:\s*\[')
 
-    def __init__(self, stream: IO[bytes], opener: re.Pattern[bytes] = ARRAY, many: bool = False) -> None:
+    def __init__(self, stream: IO[bytes], opener: re.Pattern[bytes] = ARRAY, many: bool = False,
+                 single: bool = False) -> None:
         self.stream = stream
         self.opener = opener
         self.many = many
+        self.single = single  # the opener precedes one value (``"eval": {...}``), not an array
         self.pending: list[bytes] = []  # bytes to scan before reading on (a stack)
         self.count = 0
         self._started = False
@@ -342,7 +340,7 @@ class ArrayItems:
         while True:
             chunk = self._next_chunk()
             if not chunk:  # the end of the file
-                if not seen_array and not self.many:
+                if not seen_array and not self.many and not self.single:
                     self.count += 1
                     yield RawError(self.count, "not a JSON array: no opening [")
                     return
@@ -362,7 +360,7 @@ class ArrayItems:
                 chunk = carry + chunk
                 found = self.opener.search(chunk)
                 if found is None:
-                    if not self.many and chunk.strip():
+                    if not self.many and not self.single and chunk.strip():
                         self.count += 1
                         yield RawError(self.count, "not a JSON array: no opening [")
                         return
@@ -409,8 +407,9 @@ class ArrayItems:
                             depth -= extra  # leave the last closers of a run to the item-level checks
                             nxt += extra
                         depth -= 1
-                    elif depth == 0 and (byte == 0x2C or byte == 0x5D):  # the end of an item, or of the array
-                        if byte == 0x5D:
+                    elif depth == 0 and (byte == 0x2C or byte == 0x5D or (self.single and byte == 0x7D)):
+                        # the end of an item, or of the array (or of the one value after a key)
+                        if byte == 0x5D and not self.single:
                             chunk = self._lookahead(chunk, nxt)
                             end = len(chunk)
                             if self._premature_end(chunk, nxt):  # a broken item closed early: read on
@@ -421,6 +420,8 @@ class ArrayItems:
                         item.clear()
                         size = depth = deepest = 0
                         mark = nxt
+                        if self.single:
+                            return
                         if resync is not None:  # scan from the next item's start, then this separator on
                             self.pending.append(chunk[at:])
                             self.pending.append(resync)
