@@ -7,6 +7,8 @@ account for every input (DESIGN rule 3).
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,12 +167,14 @@ def iter_inputs(
     if format not in FORMATS:
         raise SourceError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     seen: dict[Path, int] = {}
-    for path in check_paths(paths):
+    files = list(check_paths(paths))
+    for path in files:
         name = detect_format(path) if format == "auto" else format
         parser = PARSERS[name]
         # The same file given twice is read twice: its records get a distinct origin (and point ids).
         copy = seen[path.resolve()] = seen.get(path.resolve(), -1) + 1
-        origin = f"{path}#{copy}" if copy else str(path)
+        label = origin_label(path, files)
+        origin = f"{label}#{copy}" if copy else label
         reader = getattr(parser, "iter_values", None) or iter_raw
         for raw in _guarded(reader(path), path):
             if isinstance(raw, RawError):
@@ -178,6 +182,14 @@ def iter_inputs(
                              reason=raw.reason)
                 continue
             yield from _parse_one(parser, raw, path, origin, max_message_chars, skipped)
+
+
+def origin_label(path: Path, files: list[Path]) -> str:
+    """A file's name in point ids: relative to the inputs' common folder, so ids and seeded samples do
+    not change when the logs (or a checkout) move, yet two files with one name in two folders differ."""
+    parents = {str(f.resolve().parent) for f in files}
+    common = Path(os.path.commonpath(sorted(parents))) if parents else path.resolve().parent
+    return path.resolve().relative_to(common).as_posix()
 
 
 def _guarded(values: Iterator[RawValue | RawError], path: Path) -> Iterator[RawValue | RawError]:
