@@ -45,6 +45,12 @@ RELEASES = [
 ]
 
 
+def _write_once(path: Path, text: str) -> None:
+    """Write unless the file already holds ``text`` (a running rollout may be reading it)."""
+    if not (path.is_file() and path.read_text() == text):
+        path.write_text(text)
+
+
 def build_slices(out: Path, per_release: int, seed: int) -> list[Path]:
     """Disjoint slices of real conversations whose first user turns are short."""
     data = json.loads(gzip.open(SHAREGPT, "rt").read())
@@ -62,7 +68,7 @@ def build_slices(out: Path, per_release: int, seed: int) -> list[Path]:
     for i, (name, _) in enumerate(RELEASES):
         path = out / "slices" / f"{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(keep[i * per_release:(i + 1) * per_release]))
+        _write_once(path, json.dumps(keep[i * per_release:(i + 1) * per_release]))
         paths.append(path)
     return paths
 
@@ -70,7 +76,7 @@ def build_slices(out: Path, per_release: int, seed: int) -> list[Path]:
 def subset(path: Path, n: int) -> Path:
     """The first ``n`` conversations of a slice (their first turns are cache hits from the full slice)."""
     target = path.with_name(f"{path.stem}.first{n}.json")
-    target.write_text(json.dumps(json.loads(path.read_text())[:n]))
+    _write_once(target, json.dumps(json.loads(path.read_text())[:n]))
     return target
 
 
@@ -85,7 +91,7 @@ def build_suite(out: Path, size: int) -> Path:
                 break
             text = json.loads(line)["chosen"].split("\n\nHuman: ")[1].split("\n\nAssistant:")[0].strip()
             lines.append(json.dumps({"id": f"hh-{i}", "messages": [{"role": "user", "content": text}]}))
-    path.write_text("\n".join(lines) + "\n")
+    _write_once(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -130,14 +136,55 @@ def write_history(out: Path, mode: str, logs: list[Path], replay_sample: int | N
     return path
 
 
+def _finished(log: Path) -> bool:
+    summary = log.parent / "summary.json"
+    return summary.is_file() and bool(json.loads(summary.read_text()).get("reconciled"))
+
+
+def backtest(out: Path, modes: list[str], logs_of: dict[str, list[Path]], suite: Path,
+             replay_sample: int | None) -> None:
+    """Every backtest run, each as soon as the production it reads is finished; then backtest.json."""
+    from deploysim.checks.backtest import execute, plan_backtest, run_backtest
+
+    histories, pending = {}, []
+    for mode in modes:
+        for log in logs_of[mode]:  # a rollout not started yet: its path must exist for the plan
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.touch()
+        histories[mode] = write_history(out, mode, logs_of[mode], replay_sample)
+        _, _, runs = plan_backtest(histories[mode], out / mode / "backtest", suite=suite)
+        ready_log = dict(zip([name for name, _ in RELEASES], logs_of[mode], strict=True))
+        order = {"suite": 0, "production": 1, "pair": 2}
+        pending += [(mode, run, [ready_log[r] for r in run.reads]) for run in sorted(runs,
+                                                                                   key=lambda r: order[r.kind])]
+    while pending:
+        progressed = False
+        for item in list(pending):
+            mode, run, reads = item
+            if all(_finished(log) for log in reads):
+                started = time.time()
+                execute(run, log=lambda m: None)
+                print(f"[{mode}] {run.kind} {run.key}: {time.time() - started:.0f}s", flush=True)
+                pending.remove(item)
+                progressed = True
+        if pending and not progressed:
+            time.sleep(20)
+    for mode in modes:
+        result = run_backtest(histories[mode], out / mode / "backtest", suite=suite, log=lambda m: None)
+        print(json.dumps({"mode": mode, "metrics": result["metrics"], "baselines": result["baselines"]},
+                         indent=1, default=str), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--per-release", type=int, default=300, help="conversations per release slice")
     parser.add_argument("--suite-size", type=int, default=40, help="hh-rlhf prompts in the suite baseline")
-    parser.add_argument("--replay-sample", type=int, default=100,
+    parser.add_argument("--replay-sample", type=int, default=80,
                         help="conversations of the older release's logs replayed per pair")
-    parser.add_argument("--stage", choices=["rollouts", "all"], default="all")
+    parser.add_argument("--stage", choices=["rollouts", "backtest", "all"], default="all",
+                        help="rollouts: production only; backtest: the backtest runs, each as soon as the "
+                             "rollouts it reads are finished (by this or another process); all: both")
     parser.add_argument("--modes", default="logged,simulated", help="user modes to build, in order")
     parser.add_argument("--sim-per-release", type=int, default=None,
                         help="conversations per release in the simulated-user mode (default: --per-release); "
@@ -150,20 +197,18 @@ def main() -> None:
     slices = build_slices(args.out, args.per_release, args.seed)
     suite = build_suite(args.out, args.suite_size)
     users_of = {"logged": "logged", "simulated": args.simulator}
-    for mode in args.modes.split(","):
-        users = users_of[mode]
+    modes = args.modes.split(",")
+    logs_of: dict[str, list[Path]] = {}
+    for mode in modes:
         mode_slices = slices
         if mode == "simulated" and args.sim_per_release:
             mode_slices = [subset(path, args.sim_per_release) for path in slices]
-        logs = rollouts(args.out, mode_slices, users)
-        if args.stage == "rollouts":
-            continue
-        from deploysim.checks.backtest import run_backtest
-
-        history = write_history(args.out, mode, logs, args.replay_sample)
-        result = run_backtest(history, args.out / mode / "backtest", suite=suite)
-        print(json.dumps({"mode": mode, "metrics": result["metrics"], "baselines": result["baselines"]},
-                         indent=1, default=str), flush=True)
+        if args.stage in ("rollouts", "all"):
+            logs_of[mode] = rollouts(args.out, mode_slices, users_of[mode])
+        else:
+            logs_of[mode] = [args.out / mode / "production" / name / "rollout.jsonl" for name, _ in RELEASES]
+    if args.stage in ("backtest", "all"):
+        backtest(args.out, modes, logs_of, suite, args.replay_sample)
     print(f"wall time {time.time() - started:.0f}s", flush=True)
 
 

@@ -23,6 +23,7 @@ import glob
 import itertools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -226,60 +227,93 @@ def _suite_names(releases: list[Release]) -> dict[str, str]:
     return {r.name: "r_" + "".join(c if c.isalnum() or c in "_-" else "_" for c in r.name) for r in releases}
 
 
-def run_backtest(history_path: Path, out: Path, *, suite: Path | None = None, pairs: str = "consecutive",
-                 min_change: float = DEFAULT_MIN_CHANGE, confidence: float = 0.95, seed: int = 0,
-                 log: Any = print) -> dict[str, Any]:
-    """Build (or finish) every run of the backtest in ``out`` and write ``out/backtest.json``."""
+@dataclass
+class PlannedRun:
+    """One run directory of a backtest: what it is, its config, and whose logs it reads."""
+
+    kind: Literal["production", "pair", "suite"]
+    key: str  # release name, "A->B", or "suite"
+    config: SimConfig
+    out: Path
+    reads: list[str]  # release names whose logs this run reads
+
+
+def plan_backtest(history_path: Path, out: Path, *, suite: Path | None = None,
+                  pairs: str = "consecutive") -> tuple[History, list[tuple[Release, Release]], list[PlannedRun]]:
+    """Validate the history and list every run the backtest needs (nothing runs yet)."""
     history_path, out = Path(history_path), Path(out)
     history, deployments, files = load_history(history_path)
     graders = _check_graders(history, history_path)
     if suite is not None and not Path(suite).is_file():
         raise BacktestError(f"--suite: {suite} not found")
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
     releases = history.releases
-    production: dict[str, dict[str, dict[str, Any]]] = {}
-    for i, (release, logs) in enumerate(zip(releases, files, strict=True)):
-        run_dir = out / "production" / release.name
-        summary = _run(_config(history, logs, [], graders, sample=None), run_dir, log)
-        rates = _rates(run_dir).get(LOGGED, {})
-        if not summary.get("points") or not rates:
-            raise BacktestError(
-                f"{history_path}: releases[{i}] ({release.name}).logs: no gradable point in "
-                f"{', '.join(logs)} ({summary.get('records_read', 0)} records read, "
-                f"{summary.get('records_rejected', 0)} rejected; see {run_dir / 'rejects.jsonl'})")
-        production[release.name] = rates
     index = {r.name: i for i, r in enumerate(releases)}
+    runs = [PlannedRun("production", r.name, _config(history, logs, [], graders, sample=None),
+                       out / "production" / r.name, [r.name]) for r, logs in zip(releases, files, strict=True)]
     if pairs == "all":
-        chosen = [(a, b) for a, b in itertools.permutations(releases, 2)]
-    else:
+        chosen = list(itertools.permutations(releases, 2))
+    elif pairs == "consecutive":
         chosen = list(itertools.pairwise(releases))
-    predicted: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    else:
+        raise BacktestError(f"--pairs: expected 'consecutive' or 'all', got {pairs!r}")
     for a, b in chosen:
-        run_dir = out / "pairs" / f"{a.name}--{b.name}"
-        _run(_config(history, files[index[a.name]], [deployments[index[b.name]]], graders), run_dir, log)
-        predicted[f"{a.name}->{b.name}"] = _rates(run_dir)
-    suite_rates: dict[str, dict[str, dict[str, Any]]] | None = None
+        runs.append(PlannedRun("pair", f"{a.name}->{b.name}",
+                               _config(history, files[index[a.name]], [deployments[index[b.name]]], graders),
+                               out / "pairs" / f"{a.name}--{b.name}", [a.name]))
     if suite is not None:
         names = _suite_names(releases)
         suite_deps = [d.model_copy(update={"name": names[r.name]}) for r, d in zip(releases, deployments,
                                                                                    strict=True)]
-        run_dir = out / "suite"
-        _run(_config(history, [str(suite)], suite_deps, graders, turn="last", sample=None, fmt="auto"),
-             run_dir, log)
-        by_dep = _rates(run_dir)
-        suite_rates = {r.name: by_dep.get(names[r.name], {}) for r in releases}
+        runs.append(PlannedRun("suite", "suite", _config(history, [str(suite)], suite_deps, graders, turn="last",
+                                                         sample=None, fmt="auto"), out / "suite", []))
+    return history, chosen, runs
+
+
+def execute(run: PlannedRun, log: Any = print) -> dict[str, Any]:
+    """Run (or finish, or just read back) one planned run."""
+    return _run(run.config, run.out, log)
+
+
+def run_backtest(history_path: Path, out: Path, *, suite: Path | None = None, pairs: str = "consecutive",
+                 min_change: float = DEFAULT_MIN_CHANGE, confidence: float = 0.95, seed: int = 0,
+                 log: Any = print) -> dict[str, Any]:
+    """Build (or finish) every run of the backtest in ``out`` and write ``out/backtest.json``."""
+    history_path, out = Path(history_path), Path(out)
+    history, chosen, runs = plan_backtest(history_path, out, suite=suite, pairs=pairs)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    releases = history.releases
+    production: dict[str, dict[str, dict[str, Any]]] = {}
+    predicted: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
+    suite_rates: dict[str, dict[str, dict[str, Any]]] | None = None
+    for run in runs:
+        summary = execute(run, log)
+        rates = _rates(run.out)
+        if run.kind == "production":
+            i = [r.name for r in releases].index(run.key)
+            if not summary.get("points") or not rates.get(LOGGED):
+                raise BacktestError(
+                    f"{history_path}: releases[{i}] ({run.key}).logs: no gradable point in "
+                    f"{', '.join(run.config.data)} ({summary.get('records_read', 0)} records read, "
+                    f"{summary.get('records_rejected', 0)} rejected; see {run.out / 'rejects.jsonl'})")
+            production[run.key] = rates[LOGGED]
+        elif run.kind == "pair":
+            predicted[run.key] = rates
+        else:
+            names = _suite_names(releases)
+            suite_rates = {r.name: rates.get(names[r.name], {}) for r in releases}
     cells = build_cells(chosen, production, predicted, suite_rates, min_change)
     result = {
         "history": str(history_path),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "pairs": [f"{a.name}->{b.name}" for a, b in chosen],
-        "releases": [{"name": r.name, "deployment": d.model_dump(mode="json", exclude={"name"}), "logs": f}
-                     for r, d, f in zip(releases, deployments, files, strict=True)],
+        "releases": [{"name": r.name, "deployment": r.deployment, "logs": run.config.data}
+                     for r, run in zip(releases, runs, strict=False)],
         "min_change": min_change,
         "smoothing": SMOOTHING,
         "confidence": confidence,
         "suite": str(suite) if suite else None,
+        "runs": {run.key: str(run.out) for run in runs},
         "cells": cells,
         "metrics": summarise([c["scores"]["deploysim"] for c in cells], confidence, seed=seed),
         "baselines": {name: summarise([c["scores"][name] for c in cells if name in c["scores"]], confidence,
