@@ -125,7 +125,7 @@ def load_history(path: Path) -> tuple[History, list[Deployment], list[list[str]]
     names = [r.name for r in history.releases]
     if len(set(names)) != len(names):
         raise BacktestError(f"{path}: releases: names must be unique, got {names}")
-    base = path.parent
+    base = path.parent.resolve()
     deployments, files = [], []
     owner: dict[str, str] = {}
     for i, release in enumerate(history.releases):
