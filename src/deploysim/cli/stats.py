@@ -119,7 +119,9 @@ def stats_cmd(run: str, as_json: bool, confidence: float, multiple_testing: str,
 @click.argument("run", type=click.Path())
 @click.option("--policy", required=True, type=click.Path(), help="gate.yaml with per-behaviour rules.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def gate_cmd(run: str, policy: str, as_json: bool) -> None:
+@click.option("--calibration", type=click.Path(dir_okay=False),
+              help="calibration.json: show the calibrated rate beside the raw one (the outcome stays on the raw).")
+def gate_cmd(run: str, policy: str, as_json: bool, calibration: str | None) -> None:
     """Gate a run on a policy.
 
     \b
@@ -128,7 +130,7 @@ def gate_cmd(run: str, policy: str, as_json: bool) -> None:
     """
     from deploysim.evaluate.gate import evaluate_gate
 
-    result = evaluate_gate(Path(run), Path(policy))
+    result = evaluate_gate(Path(run), Path(policy), calibration=Path(calibration) if calibration else None)
     if as_json:
         click.echo(result.to_json())
     else:
@@ -136,10 +138,17 @@ def gate_cmd(run: str, policy: str, as_json: bool) -> None:
         table = Table(title=f"gate: {result.verdict.upper()}", title_justify="left")
         for col in ("behaviour", "check", "threshold", "estimate", "interval", "outcome", "why"):
             table.add_column(col)
+        if calibration:
+            table.add_column("calibrated")
         for c in result.checks:
             fmt = num if c.check == "max_ratio" else pct
-            table.add_row(c.behaviour, c.check, fmt(c.threshold), fmt(c.estimate), interval(c.low, c.high, fmt),
-                          c.outcome, c.reason)
+            row = [c.behaviour, c.check, fmt(c.threshold), fmt(c.estimate), interval(c.low, c.high, fmt),
+                   c.outcome, c.reason]
+            if calibration:
+                cal = c.calibrated
+                row.append("-" if not cal or cal["rate"] is None else
+                           f"{pct(cal['rate'])} {interval(cal['low'], cal['high'])}")
+            table.add_row(*row)
         console.print(table)
         for error in result.errors:
             console.print(f"[red]error:[/red] {error}", highlight=False)
