@@ -100,7 +100,7 @@ def deployment(name: str, prompt: str) -> dict:
             "params": PARAMS, "concurrency": 2}
 
 
-def rollouts(out: Path, slices: list[Path], users: str) -> list[Path]:
+def rollouts(out: Path, slices: list[Path], users: str, only: list[str] | None = None) -> list[Path]:
     from deploysim.pipeline.config import validate_config
     from deploysim.pipeline.rollout import run_rollout
 
@@ -109,6 +109,9 @@ def rollouts(out: Path, slices: list[Path], users: str) -> list[Path]:
     for (name, prompt), path in zip(RELEASES, slices, strict=True):
         target = out / mode / "production" / name
         summary_path = target / "summary.json"
+        if only and name not in only:
+            logs.append(target / "rollout.jsonl")
+            continue
         if not (summary_path.is_file() and json.loads(summary_path.read_text()).get("reconciled")):
             config = validate_config({"data": [str(path)], "format": "sharegpt",
                                       "deployments": [deployment(name, prompt)],
@@ -185,6 +188,8 @@ def main() -> None:
     parser.add_argument("--stage", choices=["rollouts", "backtest", "all"], default="all",
                         help="rollouts: production only; backtest: the backtest runs, each as soon as the "
                              "rollouts it reads are finished (by this or another process); all: both")
+    parser.add_argument("--releases", help="build only these releases' rollouts (comma-separated), e.g. to "
+                                           "share the work between processes")
     parser.add_argument("--modes", default="logged,simulated", help="user modes to build, in order")
     parser.add_argument("--sim-per-release", type=int, default=None,
                         help="conversations per release in the simulated-user mode (default: --per-release); "
@@ -204,7 +209,8 @@ def main() -> None:
         if mode == "simulated" and args.sim_per_release:
             mode_slices = [subset(path, args.sim_per_release) for path in slices]
         if args.stage in ("rollouts", "all"):
-            logs_of[mode] = rollouts(args.out, mode_slices, users_of[mode])
+            logs_of[mode] = rollouts(args.out, mode_slices, users_of[mode],
+                                     args.releases.split(",") if args.releases else None)
         else:
             logs_of[mode] = [args.out / mode / "production" / name / "rollout.jsonl" for name, _ in RELEASES]
     if args.stage in ("backtest", "all"):
