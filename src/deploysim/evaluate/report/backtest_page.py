@@ -28,7 +28,7 @@ TEMPLATE = """<!doctype html>
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1100px;color:#1d2330;padding:0 16px}
 h1{font-size:22px} h2{font-size:17px;margin-top:28px} table{border-collapse:collapse;margin:8px 0}
 td,th{border-bottom:1px solid #dde2ea;padding:4px 10px;text-align:right;vertical-align:top}
-th{background:#f3f5f8} td:first-child,th:first-child{text-align:left}
+th{background:#f3f5f8} td:nth-child(-n+2),th:nth-child(-n+2){text-align:left} td:first-child{white-space:nowrap}
 .right{color:#17803d;font-weight:600} .wrong{color:#b42318;font-weight:600} .muted{color:#6b7280}
 svg text{font:11px system-ui,sans-serif;fill:#374151}
 </style></head><body>
