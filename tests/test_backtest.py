@@ -55,7 +55,7 @@ def identity_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("identity")
     a = _write_logs(root / "prod" / "v1.jsonl", 24)
     b = _rollout(a, root / "prod" / "v2")
-    c = _rollout(b, root / "prod" / "v3")
+    _rollout(b, root / "prod" / "v3")
     history = {
         "graders": GRADERS,
         "replay": {"privacy": PRIVACY},
