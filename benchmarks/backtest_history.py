@@ -172,10 +172,34 @@ def backtest(out: Path, modes: list[str], logs_of: dict[str, list[Path]], suite:
                 progressed = True
         if pending and not progressed:
             time.sleep(20)
+    rows = ["| users | method | direction right | 95% CI | median error | 95% CI | within 2x | within 10x | cells "
+            "| median error, cells with events | 95% CI | within 2x | cells |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mode in modes:
         result = run_backtest(histories[mode], out / mode / "backtest", suite=suite, log=lambda m: None)
-        print(json.dumps({"mode": mode, "metrics": result["metrics"], "baselines": result["baselines"]},
-                         indent=1, default=str), flush=True)
+        methods = [("deploysim", result["metrics"]), ("previous release", result["baselines"]["previous"]),
+                   ("hh-rlhf suite", result["baselines"]["suite"])]
+        for name, m in methods:
+            dl, dh = m["direction_accuracy_interval"]
+            el, eh = m["median_multiplicative_error_interval"]
+            direction = (f"{m['direction_accuracy']:.0%} ({m['direction_right']}/{m['direction_cells']}) | "
+                         f"[{dl:.0%}, {dh:.0%}]") if m["direction_cells"] else "- | -"
+            wl, wh = m["median_multiplicative_error_with_events_interval"]
+            events = (f"{m['median_multiplicative_error_with_events']:.2f}x | [{wl:.2f}x, {wh:.2f}x] | "
+                      f"{m['within_2x_with_events']:.0%} | {m['cells'] - m['both_zero_cells']}"
+                      ) if m["median_multiplicative_error_with_events"] is not None else "- | - | - | 0"
+            rows.append(f"| {mode} | {name} | {direction} | {m['median_multiplicative_error']:.2f}x | "
+                        f"[{el:.2f}x, {eh:.2f}x] | {m['within_2x']:.0%} | {m['within_10x']:.0%} | {m['cells']} | "
+                        f"{events} |")
+        print(f"\n[{mode}] cells (behaviour, pair: previous -> actual, predicted, error, direction):")
+        for c in result["cells"]:
+            d = c["scores"]["deploysim"]["direction_right"]
+            print(f"  {c['behaviour']:24s} {c['pair']:26s} {c['previous']['rate']:.3f} -> {c['actual']['rate']:.3f} "
+                  f"pred {c['predicted']['rate']:.3f} err {c['multiplicative_error']:.2f}x "
+                  f"{'' if d is None else ('right' if d else 'WRONG')}", flush=True)
+    table = "\n".join(rows)
+    (out / "table.md").write_text(table + "\n")
+    print(table, flush=True)
 
 
 def main() -> None:

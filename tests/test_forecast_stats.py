@@ -66,6 +66,17 @@ def test_score_cell_direction_and_error() -> None:
     assert previous["direction_right"] is False
 
 
+def test_both_zero_cells_agree_instead_of_comparing_sample_sizes() -> None:
+    # 0/85 and 0/510 smoothed are 0.5/86 and 0.5/511: a 5.9x "error" that is only the sample sizes
+    assert multiplicative_error(jeffreys(0, 85), jeffreys(0, 510)) == pytest.approx(511 / 86)
+    cell = score_cell(Forecast(jeffreys(0, 85), 1.0), jeffreys(0, 510), 1.0, both_zero=True)
+    assert cell["multiplicative_error"] == 1.0 and cell["both_zero"] is True
+    m = summarise([cell, {**cell, "both_zero": False, "multiplicative_error": 3.0}], n_boot=100)
+    assert m["both_zero_cells"] == 1
+    assert m["median_multiplicative_error"] == pytest.approx(2.0)
+    assert m["median_multiplicative_error_with_events"] == pytest.approx(3.0)
+
+
 def test_summarise_by_hand() -> None:
     cells = [
         {"multiplicative_error": 1.0, "direction_cell": True, "direction_right": True},

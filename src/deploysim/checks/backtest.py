@@ -344,11 +344,13 @@ def build_cells(pairs: list[tuple[Release, Release]], production: dict[str, dict
                 raise BacktestError(f"pair {key}: behaviour {behaviour!r} has no verdicts in every run; "
                                     "grade all releases with the same graders")
             actual_change = actual["smoothed"] / previous["smoothed"]
+            actual_zero = actual["flagged"] == 0
             scores = {
                 "deploysim": score_cell(Forecast(pred["smoothed"], pred["smoothed"] / ref["smoothed"]),
-                                        actual["smoothed"], actual_change, min_change),
+                                        actual["smoothed"], actual_change, min_change,
+                                        both_zero=actual_zero and pred["flagged"] == 0),
                 "previous": score_cell(Forecast(previous["smoothed"], 1.0), actual["smoothed"], actual_change,
-                                       min_change),
+                                       min_change, both_zero=actual_zero and previous["flagged"] == 0),
             }
             cell = {"pair": key, "from": a.name, "to": b.name, "behaviour": behaviour,
                     "grader": actual["grader"], "predicted": pred, "replayed_reference": ref,
@@ -358,8 +360,9 @@ def build_cells(pairs: list[tuple[Release, Release]], production: dict[str, dict
                 sa, sb = suite[a.name].get(behaviour), suite[b.name].get(behaviour)
                 if sa is not None and sb is not None:
                     change = sb["smoothed"] / sa["smoothed"]
-                    scores["suite"] = score_cell(Forecast(previous["smoothed"] * change, change),
-                                                 actual["smoothed"], actual_change, min_change)
+                    scores["suite"] = score_cell(
+                        Forecast(previous["smoothed"] * change, change), actual["smoothed"], actual_change,
+                        min_change, both_zero=actual_zero and previous["flagged"] == 0 and sb["flagged"] == 0)
                     cell["suite"] = {"from": sa, "to": sb}
             cell["scores"] = scores
             cell["multiplicative_error"] = scores["deploysim"]["multiplicative_error"]

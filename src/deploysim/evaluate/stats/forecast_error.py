@@ -5,7 +5,11 @@ Used by ``deploysim backtest`` (predicted vs production) and ``deploysim calibra
 * **Smoothing** (stated, never silent): a rate is smoothed by the Jeffreys posterior mean
   ``(k + 1/2) / (n + 1)`` before any ratio is taken, so a zero count gives a small
   positive rate instead of a division by zero. Zero cells are kept and reported as zero.
-* **Multiplicative error**: ``max(p/a, a/p)`` on smoothed rates; 1.0 is perfect.
+* **Multiplicative error**: ``max(p/a, a/p)`` on smoothed rates; 1.0 is perfect. When the
+  prediction and production both saw zero events the error is 1.0 by definition (they agree
+  at the resolution the samples have): smoothing two zero counts of different sample sizes
+  would otherwise turn the ratio of sample sizes into an "error". Such cells are counted
+  (``both_zero_cells``) and kept in every aggregate.
 * **Direction**: judged only on cells whose actual change ``a_B / a_A`` is at least
   ``min_change`` (or at most ``1/min_change``); a prediction is right when its predicted
   change points the same way. A predicted change of exactly 1 calls no direction and
@@ -58,14 +62,18 @@ class Forecast:
 
 
 def score_cell(forecast: Forecast, actual: float, actual_change: float,
-               min_change: float = DEFAULT_MIN_CHANGE) -> dict[str, Any]:
-    """Error and, where the actual change is big enough, whether the direction was right."""
+               min_change: float = DEFAULT_MIN_CHANGE, both_zero: bool = False) -> dict[str, Any]:
+    """Error and, where the actual change is big enough, whether the direction was right.
+
+    ``both_zero``: the prediction and production both counted zero events (error 1.0).
+    """
     moved = change_direction(actual_change, min_change)
     called = change_direction(forecast.change)
     return {
         "predicted": forecast.rate,
         "predicted_change": forecast.change,
-        "multiplicative_error": multiplicative_error(forecast.rate, actual),
+        "both_zero": both_zero,
+        "multiplicative_error": 1.0 if both_zero else multiplicative_error(forecast.rate, actual),
         "direction_cell": moved != 0,
         "direction_right": (called == moved) if moved != 0 else None,
     }
@@ -100,12 +108,14 @@ def summarise(scores: Iterable[dict[str, Any]], confidence: float = 0.95, n_boot
     """The aggregates of one method over cells scored by :func:`score_cell`."""
     scores = list(scores)
     errors = [s["multiplicative_error"] for s in scores]
+    with_events = [s["multiplicative_error"] for s in scores if not s.get("both_zero")]
     judged = [s["direction_right"] for s in scores if s["direction_cell"]]
     right = sum(bool(j) for j in judged)
     low, high = wilson_interval(right, len(judged), confidence)
     med_low, med_high = median_interval(errors, confidence, n_boot, seed)
     return {
         "cells": len(scores),
+        "both_zero_cells": sum(bool(s.get("both_zero")) for s in scores),
         "direction_cells": len(judged),
         "direction_right": right,
         "direction_accuracy": right / len(judged) if judged else None,
@@ -115,6 +125,11 @@ def summarise(scores: Iterable[dict[str, Any]], confidence: float = 0.95, n_boot
         "within_2x": float(np.mean([e <= 2 for e in errors])) if errors else None,
         "within_10x": float(np.mean([e <= 10 for e in errors])) if errors else None,
         "max_multiplicative_error": max(errors) if errors else None,
+        # the same, over the cells where the prediction or production saw at least one event
+        "median_multiplicative_error_with_events": float(np.median(with_events)) if with_events else None,
+        "median_multiplicative_error_with_events_interval": list(median_interval(with_events, confidence, n_boot,
+                                                                                 seed)),
+        "within_2x_with_events": float(np.mean([e <= 2 for e in with_events])) if with_events else None,
     }
 
 
