@@ -177,6 +177,9 @@ def backtest(out: Path, modes: list[str], logs_of: dict[str, list[Path]], suite:
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mode in modes:
         result = run_backtest(histories[mode], out / mode / "backtest", suite=suite, log=lambda m: None)
+        from deploysim.evaluate.report.backtest_page import scatter_svg
+
+        (out / f"scatter_{mode}.svg").write_text(str(scatter_svg(result["cells"])))
         methods = [("deploysim", result["metrics"]), ("previous release", result["baselines"]["previous"]),
                    ("hh-rlhf suite", result["baselines"]["suite"])]
         for name, m in methods:
