@@ -158,3 +158,32 @@ def test_calibration_fit_by_hand() -> None:
     assert applied["rate"] == pytest.approx(0.1 * 2 ** 0.75)
     # the calibrated interval is wider, in ratio terms, than the raw one
     assert applied["high"] / applied["low"] > 0.2 / 0.05
+
+
+def test_run_statistics_carry_floor_and_calibration(tmp_path) -> None:
+    """stats: every behaviour has a floor; with a calibration file the calibrated rate sits beside the raw one."""
+    import json
+
+    from deploysim.evaluate.gate import evaluate_gate
+    from deploysim.evaluate.stats.analysis import analyse_run
+    from tests.synthetic import build_run
+
+    run = build_run(tmp_path / "run", {"over_refusal": (0.1, 0.2), "sycophancy": (0.0, 0.0)}, n_points=300)
+    calibration = fit_calibration([("over_refusal", 0.1, 0.2), ("over_refusal", 0.2, 0.4),
+                                   ("over_refusal", 0.05, 0.1)], prior_cells=0)
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(calibration.to_dict()))
+    stats = analyse_run(run, calibration=path, n_boot=200, segment_by=[])
+    raw = stats.behaviours["over_refusal"].rates["candidate"]
+    cal = stats.behaviours["over_refusal"].calibrated["candidate"]
+    assert cal["rate"] == pytest.approx(raw.rate * 2.0)
+    assert cal["low"] <= raw.low * 2.0 and cal["high"] >= raw.high * 2.0 - 1e-12
+    assert "logged" not in stats.behaviours["over_refusal"].calibrated  # production is not a prediction
+    floor = stats.behaviours["sycophancy"].floor["candidate"]
+    assert floor["min_rate"] == pytest.approx(min_detectable_rate(300))
+    assert stats.to_dict()["behaviours"]["over_refusal"]["floor"]["candidate"]["min_ratio"] > 1
+    policy = tmp_path / "gate.yaml"
+    policy.write_text("rules:\n  - behaviour: over_refusal\n    max_rate: 0.5\n")
+    gated = evaluate_gate(run, policy, n_boot=200, calibration=path)
+    assert gated.checks[0].calibrated["rate"] == pytest.approx(cal["rate"])
+    assert gated.checks[0].outcome == "pass"  # decided on the raw interval
