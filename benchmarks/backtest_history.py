@@ -145,7 +145,7 @@ def _finished(log: Path) -> bool:
 
 
 def backtest(out: Path, modes: list[str], logs_of: dict[str, list[Path]], suite: Path,
-             replay_sample: int | None) -> None:
+             replay_sample: int | None, reverse: bool = False) -> None:
     """Every backtest run, each as soon as the production it reads is finished; then backtest.json."""
     from deploysim.checks.backtest import execute, plan_backtest, run_backtest
 
@@ -160,13 +160,21 @@ def backtest(out: Path, modes: list[str], logs_of: dict[str, list[Path]], suite:
         order = {"suite": 0, "production": 1, "pair": 2}
         pending += [(mode, run, [ready_log[r] for r in run.reads]) for run in sorted(runs,
                                                                                    key=lambda r: order[r.kind])]
+    from deploysim.evaluate.graders.run import GradeLockedError
+    from deploysim.pipeline.engine.local import RunLockedError
+
+    if reverse:  # a second process works from the other end; a run another process holds is skipped for now
+        pending.reverse()
     while pending:
         progressed = False
         for item in list(pending):
             mode, run, reads = item
             if all(_finished(log) for log in reads):
                 started = time.time()
-                execute(run, log=lambda m: None)
+                try:
+                    execute(run, log=lambda m: None)
+                except (RunLockedError, GradeLockedError):
+                    continue
                 print(f"[{mode}] {run.kind} {run.key}: {time.time() - started:.0f}s", flush=True)
                 pending.remove(item)
                 progressed = True
@@ -223,6 +231,8 @@ def main() -> None:
                              "the first N of each slice")
     parser.add_argument("--simulator", default=MODEL, help="user simulator model for the simulated-user mode")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reverse", action="store_true",
+                        help="backtest stage: take the runs in reverse order (a second process sharing the work)")
     args = parser.parse_args()
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -241,7 +251,7 @@ def main() -> None:
         else:
             logs_of[mode] = [args.out / mode / "production" / name / "rollout.jsonl" for name, _ in RELEASES]
     if args.stage in ("backtest", "all"):
-        backtest(args.out, modes, logs_of, suite, args.replay_sample)
+        backtest(args.out, modes, logs_of, suite, args.replay_sample, args.reverse)
     print(f"wall time {time.time() - started:.0f}s", flush=True)
 
 
