@@ -25,8 +25,10 @@ def _triples(cells: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
 
 def _scored(cell: dict[str, Any], factor: float, min_change: float) -> dict[str, Any]:
     predicted = cell["predicted"]["smoothed"] * factor
+    # a zero count stays a zero count after a multiplicative correction: both-zero cells still agree
+    both_zero = bool(cell.get("scores", {}).get("deploysim", {}).get("both_zero", False))
     return score_cell(Forecast(predicted, predicted / cell["replayed_reference"]["smoothed"]),
-                      cell["actual"]["smoothed"], cell["actual_change"], min_change)
+                      cell["actual"]["smoothed"], cell["actual_change"], min_change, both_zero=both_zero)
 
 
 def leave_one_release_out(cells: list[dict[str, Any]], min_change: float, prior_cells: float = DEFAULT_PRIOR_CELLS,

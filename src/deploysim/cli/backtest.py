@@ -183,11 +183,12 @@ def calibrate_cmd(backtest_dir: str, out: str, prior_cells: float) -> None:
     loro = calibration.extra["leave_one_release_out"]
     for label in ("raw", "calibrated"):
         m = loro[label]
-        med = m["median_multiplicative_error"]
+        med, ev = m["median_multiplicative_error"], m["median_multiplicative_error_with_events"]
         acc = m["direction_accuracy"]
-        console.print(f"leave-one-release-out {label}: median error {'-' if med is None else f'{med:.2f}x'}, "
-                      f"direction {'-' if acc is None else f'{acc:.0%}'} over {m['cells']} held-out cells",
-                      highlight=False)
+        console.print(f"leave-one-release-out {label}: median error {'-' if med is None else f'{med:.2f}x'} "
+                      f"({'-' if ev is None else f'{ev:.2f}x'} on the {m['cells'] - m['both_zero_cells']} cells "
+                      f"with events), direction {'-' if acc is None else f'{acc:.0%}'} over {m['cells']} "
+                      "held-out cells", highlight=False)
     console.print(f"written: {out}", highlight=False)
 
 
