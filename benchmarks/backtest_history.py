@@ -8,11 +8,14 @@ simulator. Then ``backtest`` predicts each next release's rates from the previou
 release's production and scores the predictions against the next release's own
 production, with the previous-release and hard-prompt-suite (hh-rlhf) baselines.
 
-    python benchmarks/backtest_history.py --out /tmp/history            # the README's table
-    python benchmarks/backtest_history.py --out /tmp/tiny --per-release 6 --suite-size 4   # a dry run
+    python benchmarks/backtest_history.py --out /tmp/history            # the README table
+    python benchmarks/backtest_history.py --out /tmp/tiny --per-release 5 --suite-size 4 \
+        --sim-per-release 3 --replay-sample 3                              # a dry run (~1 min)
 
 Resumable: rerunning finishes what is missing, and every finished call is a cache hit.
-Stages: ``--stage rollouts`` (production only), ``--stage all`` (default).
+Stages: ``--stage rollouts`` (production only; ``--releases`` picks some, so several processes
+can share the work), ``--stage backtest`` (each backtest run as soon as the production it reads
+is finished; ``--reverse`` for a second such process), ``--stage all`` (default: both).
 """
 
 from __future__ import annotations
@@ -218,7 +221,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--per-release", type=int, default=300, help="conversations per release slice")
     parser.add_argument("--suite-size", type=int, default=40, help="hh-rlhf prompts in the suite baseline")
-    parser.add_argument("--replay-sample", type=int, default=80,
+    parser.add_argument("--replay-sample", type=int, default=50,
                         help="conversations of the older release's logs replayed per pair")
     parser.add_argument("--stage", choices=["rollouts", "backtest", "all"], default="all",
                         help="rollouts: production only; backtest: the backtest runs, each as soon as the "
@@ -226,9 +229,8 @@ def main() -> None:
     parser.add_argument("--releases", help="build only these releases' rollouts (comma-separated), e.g. to "
                                            "share the work between processes")
     parser.add_argument("--modes", default="logged,simulated", help="user modes to build, in order")
-    parser.add_argument("--sim-per-release", type=int, default=None,
-                        help="conversations per release in the simulated-user mode (default: --per-release); "
-                             "the first N of each slice")
+    parser.add_argument("--sim-per-release", type=int, default=100,
+                        help="conversations per release in the simulated-user mode: the first N of each slice")
     parser.add_argument("--simulator", default=MODEL, help="user simulator model for the simulated-user mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reverse", action="store_true",
