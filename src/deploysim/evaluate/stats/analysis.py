@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from deploysim.evaluate.stats.calibration import Calibration, load_calibration
 from deploysim.evaluate.stats.correction import CorrectedRate, GraderValidation, corrected_rate, load_validation
 from deploysim.evaluate.stats.data import LOGGED, RunData, load_run
-from deploysim.evaluate.stats.paired import DEFAULT_BOOT, PairedComparison, call_directions, compare_paired
-from deploysim.evaluate.stats.calibration import Calibration, load_calibration
 from deploysim.evaluate.stats.floor import DEFAULT_POWER, detection_floor
+from deploysim.evaluate.stats.paired import DEFAULT_BOOT, PairedComparison, call_directions, compare_paired
 from deploysim.evaluate.stats.rates import RateEstimate, aggregate, weighted_rate
 
 MAX_SEGMENT_VALUES = 12
