@@ -283,6 +283,7 @@ COMMAND_MODULES = (
     "deploysim.cli.awareness",
     "deploysim.cli.agents",
     "deploysim.cli.export",
+    "deploysim.cli.backtest",
 )
 
 

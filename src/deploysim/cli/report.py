@@ -27,10 +27,13 @@ def _fail(message: str) -> None:
 @click.option("--segment", "segments", multiple=True, help="Metadata field to break down by (repeatable).")
 @click.option("--examples", type=click.IntRange(min=0), default=20, show_default=True,
               help="Examples per behaviour and kind (candidate only, baseline only, both).")
+@click.option("--calibration", type=click.Path(dir_okay=False),
+              help="calibration.json from `deploysim calibrate`: show calibrated predictions beside the raw ones.")
 def report_cmd(run: str, out: str | None, confidence: float, multiple_testing: str, validation: str | None,
-               segments: tuple[str, ...], examples: int) -> None:
+               segments: tuple[str, ...], examples: int, calibration: str | None) -> None:
     """Write one self-contained HTML report (works offline)."""
     from deploysim.evaluate.report.html import write_report
+    from deploysim.evaluate.stats.calibration import CalibrationError
     from deploysim.evaluate.stats.correction import ValidationError
     from deploysim.core.store import RunDirError
 
@@ -38,8 +41,9 @@ def report_cmd(run: str, out: str | None, confidence: float, multiple_testing: s
         path = write_report(Path(run), Path(out) if out else None, examples_per_category=examples,
                             confidence=confidence, multiple_testing=multiple_testing,
                             validation=Path(validation) if validation else None,
-                            segment_by=list(segments) if segments else None)
-    except (RunDirError, ValidationError, OSError) as exc:
+                            segment_by=list(segments) if segments else None,
+                            calibration=Path(calibration) if calibration else None)
+    except (RunDirError, ValidationError, CalibrationError, OSError) as exc:
         _fail(str(exc))
     click.echo(str(path))
 

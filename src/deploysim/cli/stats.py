@@ -23,11 +23,12 @@ EXIT_ERROR = 2
 def _run_stats(run: str, **kwargs: object) -> RunStats:
     from deploysim.evaluate.stats.analysis import analyse_run
     from deploysim.evaluate.stats.correction import ValidationError
+    from deploysim.evaluate.stats.calibration import CalibrationError
     from deploysim.core.store import RunDirError
 
     try:
         return analyse_run(Path(run), **kwargs)  # type: ignore[arg-type]
-    except (RunDirError, ValidationError, ValueError) as exc:
+    except (RunDirError, ValidationError, CalibrationError, ValueError) as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(EXIT_ERROR)
 
@@ -50,6 +51,14 @@ def print_stats(stats: RunStats, console: Console | None = None) -> None:
             text = f"{pct(r.rate)} {interval(r.low, r.high)}"
             if r.zero_events:
                 text += f" (≤{pct(r.upper_one_sided)} one-sided; detectable ≥{pct(r.detectable_rate)})"
+            cal = b.calibrated.get(dep)
+            if cal is not None and cal["rate"] is not None:
+                text += f"\ncalibrated {pct(cal['rate'])} {interval(cal['low'], cal['high'])} (x{cal['factor']:.2f})"
+            floor = b.floor.get(dep)
+            if floor is not None and floor["min_rate"] is not None:
+                ratio = floor["min_ratio"]
+                text += (f"\nfloor: rate ≥{pct(floor['min_rate'])}, ratio ≥"
+                         f"{'-' if ratio is None else num(ratio)}")
             corr = b.corrected.get(dep)
             if corr is not None and corr.rate is not None:
                 text += f"\ncorrected {pct(corr.rate)} {interval(corr.low, corr.high)}"
@@ -87,13 +96,19 @@ def print_stats(stats: RunStats, console: Console | None = None) -> None:
 @click.option("--candidate", help="Deployment under test (default: 'candidate').")
 @click.option("--boot", type=click.IntRange(min=100), default=2000, show_default=True, help="Bootstrap replicates.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--power", type=click.FloatRange(0.5, 0.999), default=0.8, show_default=True,
+              help="Power of the detection floor (smallest detectable rate and ratio).")
+@click.option("--calibration", type=click.Path(dir_okay=False),
+              help="calibration.json from `deploysim calibrate`: show calibrated predictions beside the raw ones.")
 def stats_cmd(run: str, as_json: bool, confidence: float, multiple_testing: str, validation: str | None,
-              segments: tuple[str, ...], baseline: str | None, candidate: str | None, boot: int, seed: int) -> None:
-    """Behaviour rates per deployment and paired changes, with intervals."""
+              segments: tuple[str, ...], baseline: str | None, candidate: str | None, boot: int, seed: int,
+              power: float, calibration: str | None) -> None:
+    """Behaviour rates per deployment and paired changes, with intervals and detection floors."""
     stats = _run_stats(run, confidence=confidence, multiple_testing=multiple_testing,
                        validation=Path(validation) if validation else None,
                        segment_by=list(segments) if segments else None, n_boot=boot, seed=seed,
-                       baseline=baseline, candidate=candidate)
+                       baseline=baseline, candidate=candidate, power=power,
+                       calibration=Path(calibration) if calibration else None)
     if as_json:
         click.echo(json.dumps(stats.to_dict(), indent=2, default=str))
     else:
@@ -104,7 +119,9 @@ def stats_cmd(run: str, as_json: bool, confidence: float, multiple_testing: str,
 @click.argument("run", type=click.Path())
 @click.option("--policy", required=True, type=click.Path(), help="gate.yaml with per-behaviour rules.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def gate_cmd(run: str, policy: str, as_json: bool) -> None:
+@click.option("--calibration", type=click.Path(dir_okay=False),
+              help="calibration.json: show the calibrated rate beside the raw one (the outcome stays on the raw).")
+def gate_cmd(run: str, policy: str, as_json: bool, calibration: str | None) -> None:
     """Gate a run on a policy.
 
     \b
@@ -113,7 +130,7 @@ def gate_cmd(run: str, policy: str, as_json: bool) -> None:
     """
     from deploysim.evaluate.gate import evaluate_gate
 
-    result = evaluate_gate(Path(run), Path(policy))
+    result = evaluate_gate(Path(run), Path(policy), calibration=Path(calibration) if calibration else None)
     if as_json:
         click.echo(result.to_json())
     else:
@@ -121,10 +138,17 @@ def gate_cmd(run: str, policy: str, as_json: bool) -> None:
         table = Table(title=f"gate: {result.verdict.upper()}", title_justify="left")
         for col in ("behaviour", "check", "threshold", "estimate", "interval", "outcome", "why"):
             table.add_column(col)
+        if calibration:
+            table.add_column("calibrated")
         for c in result.checks:
             fmt = num if c.check == "max_ratio" else pct
-            table.add_row(c.behaviour, c.check, fmt(c.threshold), fmt(c.estimate), interval(c.low, c.high, fmt),
-                          c.outcome, c.reason)
+            row = [c.behaviour, c.check, fmt(c.threshold), fmt(c.estimate), interval(c.low, c.high, fmt),
+                   c.outcome, c.reason]
+            if calibration:
+                cal = c.calibrated
+                row.append("-" if not cal or cal["rate"] is None else
+                           f"{pct(cal['rate'])} {interval(cal['low'], cal['high'])}")
+            table.add_row(*row)
         console.print(table)
         for error in result.errors:
             console.print(f"[red]error:[/red] {error}", highlight=False)

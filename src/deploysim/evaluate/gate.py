@@ -84,6 +84,9 @@ class CheckResult:
     high: float | None
     outcome: str
     reason: str
+    #: with ``--calibration``: the calibrated candidate rate and its wider interval, shown beside
+    #: the raw estimate (the outcome is still decided on the raw one)
+    calibrated: dict[str, Any] | None = None
 
 
 @dataclass
@@ -158,7 +161,7 @@ def check_rule(rule: GateRule, stats: RunStats) -> list[CheckResult]:
         else:
             outcome, why = _decide(rate.low, rate.high, rule.max_rate)
             out.append(CheckResult(rule.behaviour, "max_rate", rule.max_rate, conf, None, rate.rate, rate.low,
-                                   rate.high, outcome, why))
+                                   rate.high, outcome, why, behaviour.calibrated.get(stats.candidate or "")))
     for check, threshold in (("max_ratio", rule.max_ratio), ("max_increase", rule.max_increase)):
         if threshold is None:
             continue
@@ -182,29 +185,32 @@ def check_rule(rule: GateRule, stats: RunStats) -> list[CheckResult]:
     return out
 
 
-def evaluate_policy(run_dir: Path, policy: GatePolicy, n_boot: int = 2000, seed: int = 0) -> GateResult:
+def evaluate_policy(run_dir: Path, policy: GatePolicy, n_boot: int = 2000, seed: int = 0,
+                    calibration: Path | None = None) -> GateResult:
     result = GateResult(PASS, run_dir=str(run_dir))
     by_conf: dict[float, RunStats] = {}
     for rule in policy.rules:
         conf = rule.confidence or policy.confidence
         if conf not in by_conf:
             by_conf[conf] = analyse_run(Path(run_dir), confidence=conf, multiple_testing=policy.multiple_testing,
-                                        segment_by=[], n_boot=n_boot, seed=seed)
+                                        segment_by=[], n_boot=n_boot, seed=seed, calibration=calibration)
         result.checks.extend(check_rule(rule, by_conf[conf]))
     result.verdict = max((c.outcome for c in result.checks), key=_SEVERITY.__getitem__, default=PASS)
     result.errors = [f"{c.behaviour}: {c.reason}" for c in result.checks if c.outcome == ERROR]
     return result
 
 
-def evaluate_gate(run_dir: Path, policy_path: Path, n_boot: int = 2000, seed: int = 0) -> GateResult:
+def evaluate_gate(run_dir: Path, policy_path: Path, n_boot: int = 2000, seed: int = 0,
+                  calibration: Path | None = None) -> GateResult:
     """Gate a finished run on a policy file; never raises for a bad policy or run (verdict "error", exit 5)."""
     from deploysim.evaluate.stats.correction import ValidationError as GraderValidationError
     from deploysim.core.store import RunDirError
+    from deploysim.evaluate.stats.calibration import CalibrationError
 
     try:
         policy = load_policy(policy_path)
-        result = evaluate_policy(run_dir, policy, n_boot=n_boot, seed=seed)
-    except (GatePolicyError, RunDirError, GraderValidationError, OSError) as exc:
+        result = evaluate_policy(run_dir, policy, n_boot=n_boot, seed=seed, calibration=calibration)
+    except (GatePolicyError, RunDirError, GraderValidationError, CalibrationError, OSError) as exc:
         return GateResult(ERROR, errors=[str(exc)], run_dir=str(run_dir), policy=str(policy_path))
     result.policy = str(policy_path)
     return result

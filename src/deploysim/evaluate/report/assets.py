@@ -185,7 +185,9 @@ TEMPLATE = r"""<!doctype html>
       <td class="num">{{ cell.rate }} <span class="ci">{{ cell.ci }}</span>
         {% if cell.zero %}<span class="corr">≤ {{ cell.upper }} (one-sided);
           detectable ≥ {{ cell.detectable }}</span>{% endif %}
-        {% if cell.corrected %}<span class="corr">corrected {{ cell.corrected }}</span>{% endif %}</td>
+        {% if cell.corrected %}<span class="corr">corrected {{ cell.corrected }}</span>{% endif %}
+        {% if cell.calibrated %}<span class="corr calibrated">calibrated {{ cell.calibrated }}</span>{% endif %}
+        {% if cell.floor %}<span class="corr floor">floor {{ cell.floor }}</span>{% endif %}</td>
       {% endfor %}
       <td class="num">{{ row.ratio }} <span class="ci">{{ row.ratio_ci }}</span></td>
       <td class="num">{{ row.diff }} <span class="ci">{{ row.diff_ci }}</span></td>

@@ -212,7 +212,13 @@ def _rate_cell(stats: RunStats, behaviour: str, dep: str) -> dict[str, Any]:
     if r is None or r.rate is None:
         return {"rate": "-", "ci": "", "zero": False}
     corr = b.corrected.get(dep)
+    cal = b.calibrated.get(dep)
+    floor = b.floor.get(dep)
     return {
+        "calibrated": f"{pct(cal['rate'])} {interval(cal['low'], cal['high'])} (x{cal['factor']:.2f})"
+        if cal and cal["rate"] is not None else "",
+        "floor": f"rate ≥ {pct(floor['min_rate'])}, ratio ≥ {num(floor['min_ratio'])}"
+        if floor and floor["min_rate"] is not None else "",
         "rate": pct(r.rate), "ci": interval(r.low, r.high), "zero": r.zero_events,
         "upper": pct(r.upper_one_sided), "detectable": pct(r.detectable_rate),
         "corrected": f"{pct(corr.rate)} {interval(corr.low, corr.high)}" if corr and corr.rate is not None else "",

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from deploysim.evaluate.stats.calibration import Calibration, load_calibration
 from deploysim.evaluate.stats.correction import CorrectedRate, GraderValidation, corrected_rate, load_validation
 from deploysim.evaluate.stats.data import LOGGED, RunData, load_run
+from deploysim.evaluate.stats.floor import DEFAULT_POWER, detection_floor
 from deploysim.evaluate.stats.paired import DEFAULT_BOOT, PairedComparison, call_directions, compare_paired
 from deploysim.evaluate.stats.rates import RateEstimate, aggregate, weighted_rate
 
@@ -27,13 +29,17 @@ class BehaviourStats:
     rates: dict[str, RateEstimate]
     corrected: dict[str, CorrectedRate] = field(default_factory=dict)
     undecided: dict[str, int] = field(default_factory=dict)
+    #: per deployment: the smallest rate and ratio this sample could detect (see stats.floor)
+    floor: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    #: per deployment: the prediction corrected by a calibration file (see stats.calibration)
+    calibrated: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "behaviour": self.behaviour, "grader": self.grader,
             "rates": {d: r.to_dict() for d, r in self.rates.items()},
             "corrected": {d: c.to_dict() for d, c in self.corrected.items()},
-            "undecided": self.undecided,
+            "undecided": self.undecided, "floor": self.floor, "calibrated": self.calibrated,
         }
 
 
@@ -125,12 +131,16 @@ def segment_labels(metadata: list[dict[str, Any]], name: str, max_values: int = 
 def analyse_run(run_dir: Path, confidence: float = 0.95, multiple_testing: str = "holm",
                 validation: Path | dict[str, GraderValidation] | None = None,
                 segment_by: list[str] | None = None, n_boot: int = DEFAULT_BOOT, seed: int = 0,
-                baseline: str | None = None, candidate: str | None = None) -> RunStats:
+                baseline: str | None = None, candidate: str | None = None, power: float = DEFAULT_POWER,
+                calibration: Path | Calibration | None = None) -> RunStats:
     """Rates, paired comparisons (candidate vs baseline and vs logged), corrections and segments.
 
     ``validation`` defaults to ``RUN/grader_validation.json`` when present. ``segment_by``
-    None means every metadata field with 2-50 distinct values.
+    None means every metadata field with 2-50 distinct values. ``power`` sets the detection
+    floor's power; ``calibration`` (a ``deploysim calibrate`` file) adds calibrated predictions.
     """
+    if calibration is not None and not isinstance(calibration, Calibration):
+        calibration = load_calibration(Path(calibration))
     run_dir = Path(run_dir)
     if validation is None and (run_dir / "grader_validation.json").is_file():
         validation = run_dir / "grader_validation.json"
@@ -146,7 +156,11 @@ def analyse_run(run_dir: Path, confidence: float = 0.95, multiple_testing: str =
             if dep not in by_dep:
                 continue
             y = by_dep[dep]
-            stats.rates[dep] = weighted_rate(y, data.weights, data.clusters, confidence)
+            stats.rates[dep] = rate = weighted_rate(y, data.weights, data.clusters, confidence)
+            if rate.rate is not None:
+                stats.floor[dep] = detection_floor(rate.rate * rate.n_eff, rate.n_eff, confidence, power)
+                if calibration is not None and dep != LOGGED:
+                    stats.calibrated[dep] = calibration.apply(behaviour, rate.rate, rate.low, rate.high)
             check = checks.get(behaviour)
             if check is not None:
                 if check.grader and check.grader != stats.grader:

@@ -1,0 +1,283 @@
+"""Counterfactual production for a deployment: regenerate every assistant turn of a conversation.
+
+Unlike a replay run (DESIGN rule 1: only the next turn), a rollout answers *every*
+assistant turn in order, each conditioned on the deployment's own earlier replies. The
+user side is either the logged user turns verbatim (``users="logged"``: isolates the
+effect of conditioning on another model's turns) or a user simulator that writes each
+next user turn with the original next turn as the intent to pursue, and may end the
+conversation (``users=MODEL``).
+
+Output is openai-format JSONL (``rollout.jsonl``) that every source reads, one line per
+finished conversation, with per-message provenance in ``metadata.provenance``
+(``logged`` / ``deployment`` / ``simulator``). The loop is built from the run's parts:
+sources, sampling and de-identification through :class:`LocalEngine`'s input stage,
+every call through :class:`DeploymentCaller` and the call cache, the run-directory lock,
+rejects in ``rejects.jsonl`` and an append-and-flush output that doubles as the resume
+journal. Counts reconcile: records_read = accepted + rejected; accepted = written + errored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
+from deploysim.core.schema import Deployment, GenerationParams, Message, Record, Reject, ReplayPoint
+from deploysim.core.store import RunStore
+from deploysim.core.store.journal import JsonlJournal
+from deploysim.pipeline.config import SimConfig, dump_config
+from deploysim.pipeline.engine.local import LocalEngine, run_lock
+from deploysim.pipeline.replay import WEIGHT_KEY
+
+OUTPUT = "rollout.jsonl"
+ERRORS = "errors.jsonl"
+LOGGED_USERS = "logged"
+END_TOKEN = "[END]"
+SIMULATOR_NAME = "user_simulator"
+
+#: The user simulator's instructions (documented in README "Rollout"). The original user's
+#: next turn is the intent; the simulator rewrites it to follow what this assistant said.
+USER_SIMULATOR_PROMPT = """You are a person chatting with an AI assistant. You are the user, not the assistant.
+Your goal for your next message: {intent}
+Write your next message to the assistant, in your own words and language, reacting to its last reply.
+If the assistant already gave you everything you wanted, write only {end}.
+Write only the message."""
+
+
+class RolloutError(ValueError):
+    """Bad rollout usage (exit 2)."""
+
+
+def cut_user_turns(messages: list[Message], max_user_turns: int | None) -> list[Message]:
+    """The conversation up to (not including) its ``max_user_turns + 1``-th user turn."""
+    if max_user_turns is None:
+        return list(messages)
+    seen = 0
+    for i, message in enumerate(messages):
+        if message.role == "user":
+            seen += 1
+            if seen > max_user_turns:
+                return list(messages[:i])
+    return list(messages)
+
+
+def _transcript(messages: list[Message]) -> str:
+    return "\n\n".join(f"{m.role.upper()}: {m.text()}" for m in messages if m.role in ("user", "assistant"))
+
+
+def simulator_messages(so_far: list[Message], intent: str) -> list[Message]:
+    """What the user simulator is sent: its instructions, then the conversation so far as data."""
+    return [
+        Message(role="system", content=USER_SIMULATOR_PROMPT.format(intent=intent, end=END_TOKEN)),
+        Message(role="user", content=f"The conversation so far:\n\n{_transcript(so_far)}\n\n"
+                                      "Your next message:"),
+    ]
+
+
+def clean_user_turn(text: str | None) -> str | None:
+    """The simulated turn, or None when the simulator ended the conversation (or wrote nothing)."""
+    text = (text or "").strip()
+    if text.endswith("Your next message:"):
+        text = text[: -len("Your next message:")].strip()
+    for prefix in ("USER:", "User:", "user:"):
+        if text.startswith(prefix):
+            text = text[len(prefix):].strip()
+    if not text or END_TOKEN in text[: len(END_TOKEN) + 2]:
+        return None
+    return text
+
+
+class Rollout:
+    """One rollout into ``out``: inputs -> conversations regenerated turn by turn -> rollout.jsonl."""
+
+    def __init__(self, config: SimConfig, out: Path, users: str = LOGGED_USERS,
+                 simulator_params: GenerationParams | None = None, max_user_turns: int | None = None,
+                 show_progress: bool = False) -> None:
+        if len(config.deployments) != 1:
+            raise RolloutError("a rollout answers with exactly one deployment")
+        self.config = config
+        self.deployment = config.deployments[0]
+        self.users = users
+        self.max_user_turns = max_user_turns
+        self.simulator = None if users == LOGGED_USERS else Deployment(
+            name=SIMULATOR_NAME, model=users, params=simulator_params or self.deployment.params,
+            concurrency=self.deployment.concurrency)
+        self.store = RunStore(out)
+        self.show_progress = show_progress
+        self.counts = {"conversations_written": 0, "conversations_errored": 0, "conversations_skipped_done": 0,
+                       "conversations_ended_by_simulator": 0, "assistant_turns": 0, "simulated_user_turns": 0,
+                       "logged_user_turns": 0}
+
+    async def _run(self, done: set[str]) -> LocalEngine:
+        engine = LocalEngine(self.config, self.store, show_progress=False)
+        cache = None
+        if self.config.cache:
+            cache = CallCache(Path(self.config.cache_path) if self.config.cache_path else default_cache_path())
+        clients = {d.model: get_model(d.model) for d in filter(None, (self.deployment, self.simulator))}
+        answer = DeploymentCaller(self.deployment, clients[self.deployment.model], cache)
+        user = DeploymentCaller(self.simulator, clients[self.simulator.model], cache) if self.simulator else None
+        output = JsonlJournal(self.store.root / OUTPUT, key="id").open()
+        errors = JsonlJournal(self.store.root / ERRORS, key="id").open()
+        limit = asyncio.Semaphore(max(1, self.deployment.concurrency) * 2)
+        tasks: set[asyncio.Task[None]] = set()
+        self.store.open_attempt()
+        try:
+            for item in engine._inputs():
+                if isinstance(item, Reject):
+                    engine._reject(item)
+                    continue
+                if item.id in done:
+                    self.counts["conversations_skipped_done"] += 1
+                    continue
+                await limit.acquire()
+                task = asyncio.create_task(self._one(item, answer, user, output, errors))
+                task.add_done_callback(lambda t: limit.release())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            output.close()
+            errors.close()
+            self.store.close_attempt()
+            if cache is not None:
+                cache.close()
+            for client in clients.values():
+                await client.aclose()
+        self.answer_stats, self.user_stats = answer.stats, user.stats if user else None
+        return engine
+
+    async def _one(self, record: Record, answer: DeploymentCaller, user: DeploymentCaller | None,
+                   output: JsonlJournal, errors: JsonlJournal) -> None:
+        original = cut_user_turns(record.messages, self.max_user_turns)
+        out: list[Message] = []
+        provenance: list[str] = []
+        counts = {"assistant": 0, "simulated": 0, "logged_user": 0}
+        ended = False
+        for i, message in enumerate(original):
+            if message.role == "tool":
+                break  # tool results answered another model's calls: agents room territory
+            if message.role == "system":
+                out.append(message)
+                provenance.append("logged")
+                continue
+            if message.role == "user":
+                if user is None or not any(m.role == "assistant" for m in out):
+                    out.append(message)
+                    provenance.append("logged")
+                    counts["logged_user"] += 1
+                    continue
+                point = ReplayPoint(point_id=f"{record.id}:{i}:user", record_id=record.id, turn_index=i,
+                                    prefix=simulator_messages(out, message.text()))
+                generation = await user.answer(point)
+                if not generation.ok:
+                    errors.append({"id": record.id, "turn_index": i, "role": "user", "error": generation.error})
+                    self.counts["conversations_errored"] += 1
+                    return
+                text = clean_user_turn(generation.text)
+                if text is None:
+                    ended = True
+                    break
+                out.append(Message(role="user", content=text))
+                provenance.append(f"simulator:{user.deployment.model}")
+                counts["simulated"] += 1
+                continue
+            # an assistant turn: regenerate it when it answers a user turn, drop the logged one otherwise
+            if not out or out[-1].role != "user":
+                continue
+            point = ReplayPoint(point_id=f"{record.id}:{i}", record_id=record.id, turn_index=i, prefix=out)
+            generation = await answer.answer(point)
+            if not generation.ok:
+                errors.append({"id": record.id, "turn_index": i, "role": "assistant", "error": generation.error})
+                self.counts["conversations_errored"] += 1
+                return
+            out = [*out, Message(role="assistant", content=generation.text or "")]
+            provenance.append(f"deployment:{self.deployment.name}")
+            counts["assistant"] += 1
+        if out and out[-1].role == "user":  # a logged conversation cut (or ended) on a user turn
+            point = ReplayPoint(point_id=f"{record.id}:end", record_id=record.id, turn_index=len(out), prefix=out)
+            generation = await answer.answer(point)
+            if not generation.ok:
+                errors.append({"id": record.id, "turn_index": len(out), "role": "assistant",
+                               "error": generation.error})
+                self.counts["conversations_errored"] += 1
+                return
+            out.append(Message(role="assistant", content=generation.text or ""))
+            provenance.append(f"deployment:{self.deployment.name}")
+            counts["assistant"] += 1
+        # the rollout is a new population: the input's sampling weight does not carry over
+        metadata = {k: v for k, v in record.metadata.items() if k not in ("provenance", WEIGHT_KEY)}
+        metadata.update({"provenance": provenance, "rollout_deployment": self.deployment.name,
+                         "rollout_users": self.users, "source_record_id": record.id})
+        output.append({"id": record.id, "messages": [m.model_dump(exclude_defaults=True) for m in out],
+                       "metadata": metadata})
+        self.counts["conversations_written"] += 1
+        self.counts["assistant_turns"] += counts["assistant"]
+        self.counts["simulated_user_turns"] += counts["simulated"]
+        self.counts["logged_user_turns"] += counts["logged_user"]
+        self.counts["conversations_ended_by_simulator"] += int(ended)
+
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        root = self.store.root
+        with run_lock(root):
+            root.mkdir(parents=True, exist_ok=True)
+            done: set[str] = set()
+            if resume:
+                done = set(JsonlJournal(root / OUTPUT, key="id").latest())
+                _drop_retried_errors(root / ERRORS)
+            else:
+                for name in (OUTPUT, ERRORS):
+                    (root / name).unlink(missing_ok=True)
+            self.store.config_path.write_text("# deploysim rollout config\n" + dump_config(self.config))
+            started = time.time()
+            engine = asyncio.run(self._run(done))
+            written = len(JsonlJournal(root / OUTPUT, key="id").latest())
+            c = engine.counts
+            summary = {
+                "workload": "rollout",
+                "deployment": self.deployment.model_dump(mode="json"),
+                "users": self.users,
+                "user_simulator_prompt": USER_SIMULATOR_PROMPT if self.simulator else None,
+                "max_user_turns": self.max_user_turns,
+                "records_read": c.records_read, "records_accepted": c.records_accepted,
+                "records_rejected": c.records_rejected, "records_sampled": c.records_sampled,
+                "rejects_by_reason": c.rejects_by_reason,
+                **self.counts,
+                "conversations_in_output": written,
+                "calls": {"deployment": vars(self.answer_stats),
+                          "user_simulator": vars(self.user_stats) if self.user_stats else None},
+                "duration_s": round(time.time() - started, 2),
+            }
+            considered = c.records_sampled if c.records_sampled is not None else c.records_accepted
+            summary["reconciled"] = bool(
+                c.records_read == c.records_accepted + c.records_rejected
+                and considered == self.counts["conversations_written"] + self.counts["conversations_errored"]
+                + self.counts["conversations_skipped_done"]
+                and written == self.counts["conversations_written"] + self.counts["conversations_skipped_done"])
+            self.store.write_json("summary.json", summary)
+            return summary
+
+
+def _drop_retried_errors(path: Path) -> None:
+    """A resumed rollout retries errored conversations; their old error lines are kept aside."""
+    if path.exists() and path.stat().st_size:
+        path.rename(path.with_suffix(f".{int(time.time())}.jsonl"))
+
+
+def run_rollout(config: SimConfig, out: Path, *, users: str = LOGGED_USERS, max_user_turns: int | None = None,
+                simulator_params: GenerationParams | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) a rollout of ``config``'s single deployment into ``out``; returns the summary."""
+    rollout = Rollout(config, Path(out), users=users, simulator_params=simulator_params,
+                      max_user_turns=max_user_turns)
+    return rollout.run(resume=resume)
+
+
+def read_rollout(path: Path) -> list[dict[str, Any]]:
+    """The conversations of a rollout's output, as written."""
+    with open(path, "rb") as handle:
+        return [orjson.loads(line) for line in handle if line.strip()]
