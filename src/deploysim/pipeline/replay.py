@@ -76,6 +76,17 @@ def replay_points(record: Record, turn: TurnChoice = "last", seed: int = 0) -> l
     ]
 
 
+def deidentify_record(record: Record, deidentify: Callable[[Record], Record] | None) -> Record | Reject:
+    """De-identification alone as a per-record error boundary (a workload that cuts no points)."""
+    if deidentify is None:
+        return record
+    try:
+        return deidentify(record)
+    except Exception as exc:  # noqa: BLE001 - the boundary: one record, never the run
+        return Reject(source_file=record.source_file, line=record.source_line, record_id=record.id,
+                      reason=f"de-identification failed ({type(exc).__name__})")
+
+
 def prepare_points(record: Record, turn: TurnChoice = "last", seed: int = 0,
                    deidentify: Callable[[Record], Record] | None = None) -> list[ReplayPoint] | Reject:
     """The per-record stages after parsing, as one error boundary: de-identify, cut, and encode the rows

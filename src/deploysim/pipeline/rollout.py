@@ -126,7 +126,7 @@ class Rollout:
         tasks: set[asyncio.Task[None]] = set()
         self.store.open_attempt()
         try:
-            for item in engine._inputs():
+            for item in engine.deidentified_records():
                 if isinstance(item, Reject):
                     engine._reject(item)
                     continue

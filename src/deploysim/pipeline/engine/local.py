@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from deploysim.pipeline.config import SimConfig
 from deploysim.pipeline.engine.progress import RunProgress
 from deploysim.pipeline.engine.summary import build_summary
 from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
-from deploysim.pipeline.replay import prepare_points
+from deploysim.pipeline.replay import deidentify_record, prepare_points
 from deploysim.pipeline.sampling import UniformSample
 from deploysim.core.schema import SCHEMA_VERSION, Generation, Record, Reject, ReplayPoint
 from deploysim.pipeline.sources import SkippedInputs, iter_inputs
@@ -28,6 +28,7 @@ from deploysim.core.store import RunStore, generation_key
 from deploysim.core.store.journal import exclusive_lock
 
 _DONE = None
+T = TypeVar("T")
 
 
 class RunLockedError(RuntimeError):
@@ -89,6 +90,16 @@ class LocalEngine:
         """
         config = self.config
         deidentify = _deidentifier(config)
+        return self.prepared(lambda record: prepare_points(record, config.turn, config.seed, deidentify))
+
+    def deidentified_records(self) -> Iterator[Reject | Record]:
+        """Each sampled record, de-identified (one error boundary per record), or a reject."""
+        deidentify = _deidentifier(self.config)
+        return self.prepared(lambda record: deidentify_record(record, deidentify))
+
+    def prepared(self, prepare: Callable[[Record], T | Reject]) -> Iterator[Reject | T]:
+        """Sampled records through ``prepare`` (a per-record error boundary), counted so they reconcile."""
+        config = self.config
 
         def open_inputs() -> Iterator[Record | Reject]:
             self.skipped = SkippedInputs()  # the sampler reads twice: count the last pass only
@@ -103,7 +114,7 @@ class LocalEngine:
             if isinstance(item, Reject):
                 yield item
                 continue
-            prepared = prepare_points(item, config.turn, config.seed, deidentify)
+            prepared = prepare(item)
             if isinstance(prepared, Reject):
                 late_rejects += 1
                 yield prepared
