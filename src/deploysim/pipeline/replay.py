@@ -14,7 +14,6 @@ from deploysim.core.schema import Record, RecordError, ReplayPoint
 
 TurnChoice = Literal["last", "random", "all"]
 TURN_CHOICES: tuple[str, ...] = ("last", "random", "all")
-WEIGHT_KEY = "sampling_weight"
 
 
 def cut_indices(record: Record) -> list[int]:
@@ -54,7 +53,6 @@ def replay_points(record: Record, turn: TurnChoice = "last", seed: int = 0) -> l
     else:
         raise ValueError(f"unknown turn choice {turn!r}; expected one of {', '.join(TURN_CHOICES)}")
     metadata = {**record.metadata, "source_format": record.format}
-    weight = float(record.metadata.get(WEIGHT_KEY, 1.0))
     return [
         ReplayPoint(
             point_id=point_id(record, index),
@@ -64,7 +62,7 @@ def replay_points(record: Record, turn: TurnChoice = "last", seed: int = 0) -> l
             original=record.messages[index] if index < len(record.messages) else None,
             tools=record.tools,
             metadata=metadata,
-            weight=weight,
+            weight=record.weight,
         )
         for index in chosen
     ]

@@ -123,12 +123,12 @@ _ADDRESS_RE = re.compile(
 # --- validators -----------------------------------------------------------------------------------
 
 
-def _digits(text: str) -> str:
+def digits_of(text: str) -> str:
     return "".join(c for c in text if c.isdigit())
 
 
 def valid_card(text: str) -> bool:
-    digits = _digits(text)
+    digits = digits_of(text)
     if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits) or len(set(digits)) < 4:
         return False
     seps = {c for c in text if not c.isdigit()}
@@ -159,7 +159,7 @@ def parse_phone(text: str, regions: tuple[str, ...]) -> phonenumbers.PhoneNumber
 
 
 def _valid_phone_shape(text: str) -> bool:
-    digits = _digits(text)
+    digits = digits_of(text)
     if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(text) or _DATE_START.match(text):
         return False
     if text.startswith("+"):

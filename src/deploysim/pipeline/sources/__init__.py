@@ -14,33 +14,20 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deploysim.pipeline.replay import cut_indices
+from deploysim.core.registry import REGISTRY
 from deploysim.core.schema import Record, RecordError, Reject
+from deploysim.pipeline.replay import cut_indices
 from deploysim.pipeline.sources._base import FormatParser, SourceContext
 from deploysim.pipeline.sources._io import RawError, RawValue, SourceError, container_kind, iter_raw, sample_values
-from deploysim.pipeline.sources.inspect_log import InspectLog
-from deploysim.pipeline.sources.langfuse import Langfuse
-from deploysim.pipeline.sources.langsmith import LangSmith
-from deploysim.pipeline.sources.mini_swe_agent import MiniSweAgent
-from deploysim.pipeline.sources.native import NativeRecords
-from deploysim.pipeline.sources.openai_chat import AgentTrajectory, OpenAIChat
-from deploysim.pipeline.sources.openhands import OpenHands
-from deploysim.pipeline.sources.openinference import OpenInference
-from deploysim.pipeline.sources.otel import OTelGenAI
-from deploysim.pipeline.sources.sharegpt import ShareGPT
-from deploysim.pipeline.sources.swe_agent import SWEAgent
+from deploysim.pipeline.sources.native import RECORD_COLUMN, native_row
 
-#: Detection order matters: the most specific shapes first (OpenInference before OTel GenAI,
-#: the coding agents before plain OpenAI chat, which also has ``messages``).
-PARSERS: dict[str, FormatParser] = {
-    p.name: p for p in (NativeRecords(), InspectLog(), MiniSweAgent(), SWEAgent(), OpenHands(), Langfuse(),
-                        LangSmith(), OpenInference(), OTelGenAI(), ShareGPT(), AgentTrajectory(), OpenAIChat())
-}
-FORMATS: tuple[str, ...] = ("auto", *PARSERS)
+#: Input formats are ``deploysim.sources`` entry points (core/registry.py): names without importing them.
+FORMATS: tuple[str, ...] = ("auto", *REGISTRY.names("source"))
 DEFAULT_MAX_MESSAGE_CHARS = 1_000_000
 
 __all__ = [
     "FORMATS",
+    "RECORD_COLUMN",
     "RecordError",
     "SkippedInputs",
     "SourceError",
@@ -48,27 +35,44 @@ __all__ = [
     "detect_format",
     "iter_inputs",
     "iter_records",
+    "native_row",
+    "parser",
+    "parsers",
 ]
+
+
+def parser(name: str) -> FormatParser:
+    """The parser registered as ``name`` (a class built with no arguments, named by its entry point)."""
+    instance: FormatParser = REGISTRY.get("source", name)()
+    instance.name = name
+    return instance
+
+
+def parsers() -> dict[str, FormatParser]:
+    """Every parser, in detection order: the most specific shapes first (``detect_order``, default 50)."""
+    built = sorted((parser(n) for n in REGISTRY.names("source")), key=lambda p: getattr(p, "detect_order", 50))
+    return {p.name: p for p in built}
 
 
 def detect_format(path: Path) -> str:
     """The format of ``path`` judged from the file (zip members, a log header) or its first values."""
     container_kind(path)
-    for name, parser in PARSERS.items():
-        sniff = getattr(parser, "sniff_file", None)
+    known = parsers()
+    for name, candidate in known.items():
+        sniff = getattr(candidate, "sniff_file", None)
         if sniff is not None and sniff(path):
             return name
     samples = sample_values(path)
     if not samples:
         raise SourceError(f"{path}: no readable JSON values to detect the format from; pass --format")
-    for name, parser in PARSERS.items():
-        if parser.matches(samples[0]):
+    for name, candidate in known.items():
+        if candidate.matches(samples[0]):
             return name
     first = samples[0]
     shape = f"an object with keys {sorted(first)[:8]}" if isinstance(first, dict) else type(first).__name__
     raise SourceError(
         f"{path}: unknown content (first value is {shape}); expected one of "
-        f"{', '.join(PARSERS)} — pass --format to choose"
+        f"{', '.join(known)} — pass --format to choose"
     )
 
 
@@ -124,13 +128,13 @@ def iter_inputs(
         raise SourceError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     for path in check_paths(paths):
         name = detect_format(path) if format == "auto" else format
-        parser = PARSERS[name]
-        reader = getattr(parser, "iter_values", None) or iter_raw
+        chosen = parser(name)
+        reader = getattr(chosen, "iter_values", None) or iter_raw
         for raw in reader(path):
             if isinstance(raw, RawError):
                 yield Reject(source_file=str(path), line=raw.location, member=raw.member, reason=raw.reason)
                 continue
-            yield from _parse_one(parser, raw, path, max_message_chars, skipped)
+            yield from _parse_one(chosen, raw, path, max_message_chars, skipped)
 
 
 def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int,

@@ -68,7 +68,8 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, fp: Any) -> bytes:
 
 
 class InspectLog:
-    name = "inspect"
+    name: str  # the entry-point name, set when registered
+    detect_order = 12
 
     def sniff_file(self, path: Path) -> bool:
         kind = container_kind(path)

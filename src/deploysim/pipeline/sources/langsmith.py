@@ -69,7 +69,8 @@ def langchain_message(raw: Any, field: str) -> Message:
 
 
 class LangSmith:
-    name = "langsmith"
+    name: str  # the entry-point name, set when registered
+    detect_order = 18
 
     def matches(self, sample: Any) -> bool:
         return isinstance(sample, dict) and "run_type" in sample and "inputs" in sample

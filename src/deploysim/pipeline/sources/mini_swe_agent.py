@@ -39,7 +39,8 @@ ACTION = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOTALL)
 
 
 class MiniSweAgent:
-    name = "mini-swe-agent"
+    name: str  # the entry-point name, set when registered
+    detect_order = 14
 
     def matches(self, sample: Any) -> bool:
         return (isinstance(sample, dict) and isinstance(sample.get("messages"), list)

@@ -11,10 +11,13 @@ from deploysim.core.schema import Record, RecordError
 from deploysim.pipeline.sources._base import SourceContext
 
 RECORD_COLUMN = "record_json"
+#: Where files ingested before ``Record.weight`` existed kept the sampling weight.
+LEGACY_WEIGHT_KEY = "sampling_weight"
 
 
 class NativeRecords:
-    name = "deploysim"
+    name: str  # the entry-point name, set when registered
+    detect_order = 10
 
     def matches(self, sample: Any) -> bool:
         return isinstance(sample, dict) and RECORD_COLUMN in sample
@@ -26,6 +29,8 @@ class NativeRecords:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or RECORD_COLUMN
             raise RecordError(field, first["msg"]) from None
+        if LEGACY_WEIGHT_KEY in record.metadata:
+            record.weight = float(record.metadata.pop(LEGACY_WEIGHT_KEY))
         yield record
 
 

@@ -49,7 +49,8 @@ def is_event(value: Any) -> bool:
 
 
 class OpenHands:
-    name = "openhands"
+    name: str  # the entry-point name, set when registered
+    detect_order = 16
 
     def matches(self, sample: Any) -> bool:
         if is_event(sample):

@@ -45,7 +45,8 @@ def span_attributes(span: dict[str, Any]) -> dict[str, Any]:
 
 
 class OpenInference:
-    name = "openinference"
+    name: str  # the entry-point name, set when registered
+    detect_order = 19
 
     def matches(self, sample: Any) -> bool:
         if not isinstance(sample, dict):

@@ -187,7 +187,8 @@ def _messages_from_indexed(attrs: dict[str, Any]) -> list[Message] | None:
 
 
 class OTelGenAI:
-    name = "otel"
+    name: str  # the entry-point name, set when registered
+    detect_order = 20
 
     def matches(self, sample: Any) -> bool:
         if not isinstance(sample, dict):
@@ -213,7 +214,9 @@ class OTelGenAI:
         yield from self._span(value, ctx)
 
     def _span(self, span: dict[str, Any], ctx: SourceContext) -> Iterator[Record]:
-        context = span.get("context") if isinstance(span.get("context"), dict) else {}
+        context = span.get("context")
+        if not isinstance(context, dict):
+            context = {}
         trace_id = span.get("traceId") or context.get("trace_id") or ""
         span_id = span.get("spanId") or context.get("span_id") or ""
         record_id = f"{trace_id}:{span_id}" if span_id else ctx.fallback_id

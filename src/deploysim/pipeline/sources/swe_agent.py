@@ -35,7 +35,8 @@ from deploysim.pipeline.sources._base import (
 
 
 class SWEAgent:
-    name = "swe-agent"
+    name: str  # the entry-point name, set when registered
+    detect_order = 15
 
     def matches(self, sample: Any) -> bool:
         if not isinstance(sample, dict):
