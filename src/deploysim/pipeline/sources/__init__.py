@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,21 +142,21 @@ def _parse_one(parser: FormatParser, raw: RawValue, path: Path, max_chars: int,
                skipped: SkippedInputs | None) -> Iterator[Record | Reject]:
     where = f"{path.name}:{raw.member}" if raw.member else f"{path.name}:{raw.location}"
     ctx = SourceContext(str(path), raw.location, where, raw.member)
-    at = {"source_file": str(path), "line": raw.location, "member": raw.member}
+    at = partial(Reject, source_file=str(path), line=raw.location, member=raw.member)
     try:
         records = list(parser.parse(raw.value, ctx))
         for record in records:
             validate_record(record, max_chars)
     except RecordError as exc:
-        yield Reject(**at, record_id=exc.record_id, field=exc.field, reason=exc.reason)
+        yield at(record_id=exc.record_id, field=exc.field, reason=exc.reason)
         return
     except ValidationError as exc:  # never quote the input: it may hold PII
         first = exc.errors(include_input=False, include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or None
-        yield Reject(**at, field=field, reason=f"not a valid {parser.name} record: {first['msg']}")
+        yield at(field=field, reason=f"not a valid {parser.name} record: {first['msg']}")
         return
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # shape errors
-        yield Reject(**at, reason=f"not a valid {parser.name} record: {type(exc).__name__}")
+        yield at(reason=f"not a valid {parser.name} record: {type(exc).__name__}")
         return
     if not records and skipped is not None:
         skipped.add(f"{parser.name} value with no conversation in it (e.g. a non-LLM span)")
