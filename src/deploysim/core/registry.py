@@ -60,10 +60,10 @@ def _declared() -> list[Entry]:
     for group, eps in project.get("entry-points", {}).items() if own_from_source else ():
         out += [Entry(GROUPS[group], name, target, DIST) for name, target in eps.items() if group in GROUPS]
     for dist in importlib.metadata.distributions():
-        origin = dist.metadata["Name"] or "?"
-        if not (own_from_source and origin == DIST):
-            out += [Entry(GROUPS[ep.group], ep.name, ep.value, origin) for ep in dist.entry_points
-                    if ep.group in GROUPS]
+        eps = [ep for ep in dist.entry_points if ep.group in GROUPS]
+        origin = (dist.metadata["Name"] or "?") if eps else ""  # METADATA is read only for plugins: --help stays fast
+        if eps and not (own_from_source and origin == DIST):
+            out += [Entry(GROUPS[ep.group], ep.name, ep.value, origin) for ep in eps]
     return out
 
 
