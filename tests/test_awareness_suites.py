@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from deploysim.checks.awareness.benchmark import MULTIPLE_CHOICE, WORD_PROBLEMS, benchmark_records
-from deploysim.checks.awareness.report import awareness_section
 from deploysim.checks.awareness.suites import (
     AUDIT_SYSTEM_PROMPT,
     Suite,
@@ -24,6 +23,7 @@ from deploysim.checks.awareness.suites import (
     system_prompt_audit,
 )
 from deploysim.core.schema import Message, Record, RecordError, Reject
+from deploysim.evaluate.report.awareness import awareness_section
 
 FIXTURES = Path(__file__).parent / "fixtures" / "awareness"
 HH = FIXTURES / "hh_rlhf_harmless_30.jsonl"
@@ -142,8 +142,8 @@ def test_redaction_audit_placeholder_vs_surrogate() -> None:
 
 
 def test_run_suites_pair_logged_and_regenerated_replies(tmp_path: Path) -> None:
-    from deploysim.pipeline.config import SimConfig
     from deploysim.cli.demo import sample_path
+    from deploysim.pipeline.config import SimConfig
     from deploysim.pipeline.engine import run_simulation
 
     config = SimConfig(data=[str(sample_path())], format="sharegpt", sample=5, seed=3,

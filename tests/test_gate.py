@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -54,7 +55,8 @@ def _gate(run: Path, policy: Path) -> tuple[int, dict]:
 
 def test_exit_codes_are_distinct_and_documented() -> None:
     assert EXIT_CODES == {"pass": 0, "fail": 3, "inconclusive": 4, "error": 5}
-    assert "3 fail" in (main.commands["gate"].help or "")
+    gate = main.get_command(click.Context(main), "gate")
+    assert gate is not None and "3 fail" in (gate.help or "")
 
 
 def test_pass(runs: dict[str, Path], policy: Path) -> None:

@@ -25,7 +25,8 @@ from deploysim.evaluate.graders import (
     grader,
     registry,
 )
-from deploysim.evaluate.graders.base import _REGISTRY, GraderError, load_grader_yaml
+from deploysim.core.registry import REGISTRY
+from deploysim.evaluate.graders.base import GraderError, load_grader_yaml
 from deploysim.evaluate.graders.judge import (
     JudgeParseError,
     judge_messages,
@@ -126,7 +127,7 @@ def test_decorator_registers_and_yaml_configures(tmp_path: Path) -> None:
         with pytest.raises(GraderError, match="unknown grader"):
             build_graders(["no_such_grader"])
     finally:
-        _REGISTRY.pop("test_length", None)
+        REGISTRY.unregister("grader", "test_length")
 
 
 def test_third_party_plugin_via_entry_point_is_used_in_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,8 +154,9 @@ def test_third_party_plugin_via_entry_point_is_used_in_a_run(tmp_path: Path, mon
     dist = site / "acme_graders-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-graders\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[deploysim.evaluate.graders]\nacme_shout = acme_graders:ShoutGrader\n")
+    (dist / "entry_points.txt").write_text("[deploysim.graders]\nacme_shout = acme_graders:ShoutGrader\n")
     monkeypatch.syspath_prepend(str(site))
+    REGISTRY.reload()  # entry points are read once per process; a plugin put on sys.path needs a re-read
     try:
         assert "acme_shout" in registry()
         # Used in a real run: the engine calls grade_run with config.graders.
@@ -177,7 +179,8 @@ def test_third_party_plugin_via_entry_point_is_used_in_a_run(tmp_path: Path, mon
         stored = orjson.loads((tmp_path / "run" / "summary.json").read_bytes())
         assert "shouting" in stored["behaviours"]["rates"]["logged"]
     finally:
-        _REGISTRY.pop("acme_shout", None)
+        monkeypatch.undo()
+        REGISTRY.reload()
 
 
 # ----------------------------------------------------------------------------- grade_run --
@@ -230,7 +233,7 @@ def test_grading_resumes_without_regrading(run_dir: Path) -> None:
         third = grade_run(run_dir, ["test_counting", "refusal"], show_progress=False)
         assert calls == [] and third["verdicts_this_attempt"] == 0
     finally:
-        _REGISTRY.pop("test_counting", None)
+        REGISTRY.unregister("grader", "test_counting")
 
 
 def test_a_crashing_grader_becomes_counted_error_verdicts(run_dir: Path) -> None:
@@ -252,7 +255,7 @@ def test_a_crashing_grader_becomes_counted_error_verdicts(run_dir: Path) -> None
         errors = [v for v in read_verdicts(run_dir) if v.grader == "test_crash"]
         assert len(errors) == 12 and all(v.flagged is None and "model file missing" in v.error for v in errors)
     finally:
-        _REGISTRY.pop("test_crash", None)
+        REGISTRY.unregister("grader", "test_crash")
 
 
 def test_default_grader_set_runs_offline(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

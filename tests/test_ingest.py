@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from deploysim.cli.main import main
-from deploysim.pipeline.replay import WEIGHT_KEY
 from deploysim.core.schema import Record
 from deploysim.pipeline.sources import iter_inputs
 
@@ -34,7 +33,7 @@ def test_ingest_writes_a_clean_dataset_run_can_read(tmp_path: Path) -> None:
     assert summary["privacy"]["replaced"]["EMAIL_ADDRESS"] > 0 and not summary["privacy"]["mapping_written"]
     records = [r for r in iter_inputs([out]) if isinstance(r, Record)]
     assert len(records) == 20 and all(r.format == "openai" for r in records)
-    assert abs(sum(r.metadata[WEIGHT_KEY] for r in records) - 40) < 1e-9
+    assert abs(sum(r.weight for r in records) - 40) < 1e-9
     text = json.dumps(pq.read_table(out).to_pylist())
     planted = json.loads((FIXTURES / "planted.json").read_text())
     assert not [v for values in planted.values() for v in values if v in text]

@@ -11,9 +11,9 @@ import phonenumbers
 import pytest
 from stdnum import iban, luhn
 
+from deploysim.core.schema import Message, Record, ToolCall
 from deploysim.pipeline.privacy import PrivacyError, build_deidentifier
 from deploysim.pipeline.privacy import recognizers as rk
-from deploysim.core.schema import Message, Record, ToolCall
 
 TEXT = (
     "I'm stuck. Email me at maria.gonzalez@gmail.com or call (415) 555-2671 / +44 7911 123456. "
@@ -37,7 +37,7 @@ def record(text: str = TEXT, rid: str = "r1") -> Record:
         Message(role="user", content=text),
         Message(role="assistant", content="Got it, I'll email maria.gonzalez@gmail.com.",
                 tool_calls=[ToolCall(id="c1", name="send", arguments=json.dumps({"to": "maria.gonzalez@gmail.com"}))]),
-    ], metadata={"user_id": "maria.gonzalez@gmail.com", "note": "call 415-555-2671", "sampling_weight": 2.0})
+    ], metadata={"user_id": "maria.gonzalez@gmail.com", "note": "call 415-555-2671"}, weight=2.0)
 
 
 def deid(**cfg: object):
@@ -117,7 +117,7 @@ def test_metadata_pseudonyms_are_stable_across_records() -> None:
     d = deid()
     a, b = d(record(rid="a")), d(record(rid="b"))
     assert a.metadata["user_id"] == b.metadata["user_id"] != "maria.gonzalez@gmail.com"
-    assert a.metadata["sampling_weight"] == 2.0
+    assert a.weight == 2.0
     assert "555-2671" not in a.metadata["note"]
     assert a.id == "a" and a.source_line == 1
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deploysim.pipeline.replay import cut_indices, replay_points
 from deploysim.core.schema import Deployment, Message, Record, RecordError, ToolCall
+from deploysim.pipeline.replay import cut_indices, replay_points
 
 
 def convo(*roles: str) -> Record:
@@ -65,7 +65,7 @@ def test_point_ids_are_stable_and_differ_across_files() -> None:
 
 def test_sampling_weight_flows_into_points() -> None:
     record = convo("user", "assistant")
-    record.metadata["sampling_weight"] = 12.5
+    record.weight = 12.5
     assert replay_points(record)[0].weight == 12.5
 
 

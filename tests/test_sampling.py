@@ -7,9 +7,8 @@ from collections import Counter
 
 import pytest
 
-from deploysim.pipeline.replay import WEIGHT_KEY
-from deploysim.pipeline.sampling import SamplingPlan, StreamSampler, UniformSample, allocate
 from deploysim.core.schema import Message, Record, Reject
+from deploysim.pipeline.sampling import SamplingPlan, StreamSampler, UniformSample, allocate
 
 SIZES = {"free": 600, "plus": 300, "enterprise": 100}
 RATES = {"free": 0.05, "plus": 0.2, "enterprise": 0.6}
@@ -48,8 +47,8 @@ def test_stratum_sizes_and_weights() -> None:
     assert per == {"free": 60, "plus": 30, "enterprise": 10}
     for r in kept:
         tier = r.metadata["tier"]
-        assert r.metadata[WEIGHT_KEY] == pytest.approx(SIZES[tier] / per[tier])
-    assert sum(r.metadata[WEIGHT_KEY] for r in kept) == pytest.approx(1000)
+        assert r.weight == pytest.approx(SIZES[tier] / per[tier])
+    assert sum(r.weight for r in kept) == pytest.approx(1000)
     assert sampler.counts.strata["enterprise"] == {"population": 100, "sampled": 10, "weight": 10.0}
     assert sampler.counts.accepted == 1000 and sampler.counts.sampled_out == 900
 
@@ -61,7 +60,7 @@ def test_weighted_estimates_are_unbiased() -> None:
     weighted, unweighted = [], []
     for seed in range(150):
         kept, _ = run(records, SamplingPlan(n=60, strata=["tier"], allocation="equal", seed=seed))
-        w = [r.metadata[WEIGHT_KEY] for r in kept]
+        w = [r.weight for r in kept]
         y = [r.metadata["y"] for r in kept]
         weighted.append(sum(a * b for a, b in zip(w, y, strict=True)) / sum(w))
         unweighted.append(sum(y) / len(y))
@@ -85,7 +84,7 @@ def test_caps_per_user_with_weights() -> None:
     per_user = Counter(r.metadata["user"] for r in kept)
     assert set(per_user.values()) == {3} and len(per_user) == 50
     assert sampler.counts.capped_removed == 1000 - 150
-    assert all(r.metadata[WEIGHT_KEY] == pytest.approx(20 / 3) for r in kept)  # 20 records per user, 3 kept
+    assert all(r.weight == pytest.approx(20 / 3) for r in kept)  # 20 records per user, 3 kept
 
 
 def test_near_duplicates_removed_and_counted() -> None:
@@ -118,4 +117,4 @@ def test_uniform_sample_unchanged() -> None:
     records = population()
     kept = [r for r in UniformSample(lambda: iter([r.model_copy(deep=True) for r in records]), 10, 0)
             if isinstance(r, Record)]
-    assert len(kept) == 10 and all(r.metadata[WEIGHT_KEY] == 100 for r in kept)
+    assert len(kept) == 10 and all(r.weight == 100 for r in kept)

@@ -12,7 +12,7 @@ import pytest
 
 from deploysim.core.schema import Record, Reject
 from deploysim.pipeline.sources import SkippedInputs, SourceError, detect_format, iter_inputs
-from deploysim.pipeline.sources.native import native_row
+from deploysim.pipeline.sources import native_row
 
 SOURCES = Path(__file__).parent / "fixtures" / "sources"
 

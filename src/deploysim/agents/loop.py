@@ -10,13 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deploysim.core.models import DeploymentCaller
-from deploysim.core.schema import Message, Record, ReplayPoint
 from deploysim.agents.toolsim.calls import infer_tool_specs
 from deploysim.agents.toolsim.resolver import ToolAnswer, ToolResolver, tool_message
+from deploysim.core.models import DeploymentCaller
+from deploysim.core.schema import Message, Record, ReplayPoint
 
 Status = Literal["handed_back", "step_limit", "errored"]
-TURN_MODES = ("first-tool", "first", "all")
 #: ``required-first``: the first step must call a tool (forced tool use), later steps choose freely;
 #: ``as-logged``: forced only where the logged agent's first step called a tool (the same decision, its own call).
 TOOL_CHOICES = ("auto", "required-first", "as-logged")
@@ -63,11 +62,6 @@ class EpisodeResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_steps: int = 0
-
-    @property
-    def final_text(self) -> str:
-        last = self.messages[-1] if self.messages else None
-        return last.text() if last is not None and last.role == "assistant" and not last.tool_calls else ""
 
     def by_source(self) -> dict[str, int]:
         from deploysim.agents.toolsim.resolver import SOURCES

@@ -32,12 +32,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from deploysim.agents.graders import AGENT_GRADERS, POLICY_GRADER, read_policy
 from deploysim.agents.loop import EpisodeResult, agent_turn_starts, episode_id, logged_turn, run_episode
 from deploysim.agents.toolformat import wrap_for_tools
-from deploysim.pipeline.engine.local import run_lock
-from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
-from deploysim.core.schema import Deployment, GenerationParams, Message, Record, Reject, Verdict
-from deploysim.pipeline.sources import iter_inputs
-from deploysim.core.store.journal import JsonlJournal
-from deploysim.core.store.run_dir import write_verdicts
 from deploysim.agents.toolsim import (
     LLMToolSimulator,
     PriorCallStore,
@@ -48,6 +42,12 @@ from deploysim.agents.toolsim import (
     parse_affordances,
 )
 from deploysim.agents.toolsim.resolver import SOURCES
+from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
+from deploysim.core.schema import LOGGED, Deployment, GenerationParams, Message, Record, Reject, Verdict
+from deploysim.core.store.journal import JsonlJournal
+from deploysim.core.store.run_dir import write_verdicts
+from deploysim.pipeline.engine.local import run_lock
+from deploysim.pipeline.sources import iter_inputs
 
 
 class AgentRunConfig(BaseModel):
@@ -305,7 +305,7 @@ async def grade_episodes(root: Path, rows: dict[str, dict[str, Any]], episodes: 
             steps = turn[:-1] if logged_final is not None else turn
             items.append(GradeItem(context=list(record.messages[: start + 1]) + steps,
                                    reply=logged_final.text() if logged_final else "", tools=record.tools,
-                                   point_id=key, deployment="logged", finish_reason="logged"))
+                                   point_id=key, deployment=LOGGED, finish_reason=LOGGED))
     verdicts: list[Verdict] = []
     counts: dict[str, dict[str, list[int]]] = {}
     try:

@@ -1,20 +1,32 @@
-"""What every room's CLI shares: how errors are printed and how tables reach a pipe."""
+"""What every room's CLI shares: the one error path, exit codes, and how tables reach a pipe."""
 
 from __future__ import annotations
 
-import sys
-from typing import NoReturn
+from typing import IO, Any
 
+import click
 from rich.console import Console
 
+#: Exit codes, as documented in ``deploysim --help`` (the gate adds 3 fail, 4 inconclusive, 5 error).
+EXIT_OK = 0
+EXIT_NOT_RECONCILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 PIPE_WIDTH = 140
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """One line on stderr, then exit; ``message`` must already be free of PII and secrets."""
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
-    sys.exit(code)
+class CliError(click.ClickException):
+    """Every command's error: one ``error: ...`` line on stderr, then ``exit_code``.
+
+    ``message`` must already be free of PII and secrets. Raise it; click prints it and exits.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        Console(stderr=True, file=file).print(f"[red]error:[/red] {self.format_message()}", highlight=False)
 
 
 def output_console(stderr: bool = False) -> Console:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from deploysim.agents.toolsim.resolver import AFFORDANCES
+from deploysim.cli._common import CliError
 
 
 def _common(f):  # noqa: ANN001, ANN202
@@ -93,8 +94,7 @@ def run_cmd(data, simulator, affordances, connectors, repo, tools_file, limit, s
     try:
         summary = run_agents(config, Path(out), resume=resume)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        raise CliError(str(exc)) from None
     click.echo(f"episodes {summary['episodes']}: done {summary['episodes_done']}, "
                f"errored {summary['episodes_errored']} ({summary['episodes_by_status']})")
     click.echo(f"tool calls {summary['tool_calls']} by source: {summary['tool_calls_by_source']}")
@@ -139,9 +139,9 @@ def realism_cmd(real, simulated, privacy, presidio, folds, seed, as_json) -> Non
     """Classifier two-sample test: held-out accuracy telling real from simulated tool outputs (50% = chance)."""
     import orjson
 
-    from deploysim.pipeline.privacy import build_deidentifier
     from deploysim.checks.realism import c2st
     from deploysim.checks.realism.load import load_outputs
+    from deploysim.pipeline.privacy import build_deidentifier
 
     deid = build_deidentifier(_privacy(privacy, presidio))
     real_out = load_outputs(real, "real", deid)

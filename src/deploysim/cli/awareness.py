@@ -6,7 +6,6 @@ default ``all``, suites whose input is missing are skipped and listed in the res
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from deploysim.checks.awareness.probes import PROBE_FORMATS, select_questions
-from deploysim.checks.awareness.report import awareness_section
-from deploysim.checks.awareness.runner import DEFAULT_MAX_TOKENS, DEFAULT_MAX_TRANSCRIPT_CHARS, ProbeConfig, probe_suites
+from deploysim.checks.awareness.runner import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_MAX_TRANSCRIPT_CHARS,
+    ProbeConfig,
+    probe_suites,
+)
 from deploysim.checks.awareness.suites import (
     AUDIT_SYSTEM_PROMPT,
     SUITE_NAMES,
@@ -33,14 +36,11 @@ from deploysim.checks.awareness.suites import (
     sampled_records,
     system_prompt_audit,
 )
+from deploysim.cli._common import CliError
+from deploysim.evaluate.report.awareness import awareness_section
 from deploysim.pipeline.sources import FORMATS
 
 console = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    sys.exit(2)
 
 
 def _suite_list(text: str) -> tuple[list[str], bool]:
@@ -49,7 +49,7 @@ def _suite_list(text: str) -> tuple[list[str], bool]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [n for n in names if n not in SUITE_NAMES]
     if unknown:
-        _fail(f"unknown suite(s) {unknown}; known: {', '.join(SUITE_NAMES)} or 'all'")
+        raise CliError(f"unknown suite(s) {unknown}; known: {', '.join(SUITE_NAMES)} or 'all'")
     return names, True
 
 
@@ -138,8 +138,7 @@ def _model(opts: dict[str, Any]) -> str:
         return opts["model"]
     if opts["run_dir"]:
         return _pick_deployment(Path(opts["run_dir"]), opts["deployment"])["model"]
-    _fail("--model MODEL is required (or --run RUN to probe the run's candidate model)")
-    raise AssertionError  # unreachable
+    raise CliError("--model MODEL is required (or --run RUN to probe the run's candidate model)")
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -234,7 +233,7 @@ def awareness(**opts: Any) -> None:
     if opts["system_prompt"] and opts["system_prompt"].startswith("@"):
         path = Path(opts["system_prompt"][1:])
         if not path.is_file():
-            _fail(f"system prompt file {path} not found")
+            raise CliError(f"system prompt file {path} not found")
         opts["system_prompt"] = path.read_text()
     if opts["repeats"] > 1 and opts["temperature"] == 0:
         console.print("[yellow]warning:[/yellow] --repeats > 1 at temperature 0 mostly repeats the same answer",
@@ -249,7 +248,7 @@ def awareness(**opts: Any) -> None:
         )
         suites, not_run = build_suites(opts)
         if not suites:
-            _fail("no suite to probe")
+            raise CliError("no suite to probe")
         cache = None if opts["no_cache"] else CallCache(Path(opts["cache_path"]) if opts["cache_path"]
                                                         else default_cache_path())
         total = sum(len(s.items) for s in suites)
@@ -257,7 +256,7 @@ def awareness(**opts: Any) -> None:
         if cache is not None:
             cache.close()
     except (SuiteError, SourceError, ModelIdError, ImportError, ValueError) as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from None
     grader = grader_rates(suites)
     results = analyse(suites, answers, config, stats, grader=grader, skipped_suites=not_run)
     print_results(results)

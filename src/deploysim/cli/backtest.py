@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from deploysim.cli._common import fail, output_console
+from deploysim.cli._common import CliError, output_console
 
 EXIT_NOT_RECONCILED = 1
 
@@ -53,21 +53,21 @@ def rollout_cmd(**opts: Any) -> None:
     try:
         if resume:
             if not (out / "config.yaml").is_file():
-                fail(f"{out}: not a rollout directory (no config.yaml)")
+                raise CliError(f"{out}: not a rollout directory (no config.yaml)")
             config = load_config(out / "config.yaml")
             previous = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
             users = previous.get("users", opts["users"])
             max_turns = previous.get("max_user_turns", opts["max_user_turns"])
         else:
             if not opts["out"]:
-                fail("--out DIR is required (or --resume DIR)")
+                raise CliError("--out DIR is required (or --resume DIR)")
             if (out / "config.yaml").exists():
-                fail(f"{out} already holds a rollout; use --resume {out} to finish it, or pick another --out")
+                raise CliError(f"{out} already holds a rollout; use --resume {out} to finish it, or pick another --out")
             if opts["config_path"]:
                 config = load_config(Path(opts["config_path"]))
             else:
                 if not opts["data"] or not opts["model"]:
-                    fail("--data and --model are required (or --config)")
+                    raise CliError("--data and --model are required (or --config)")
                 from deploysim.cli.main import _system_prompt
 
                 deployment: dict[str, Any] = {
@@ -87,7 +87,7 @@ def rollout_cmd(**opts: Any) -> None:
                                                                 max_tokens=opts["max_tokens"]),
                               resume=bool(resume))
     except (ConfigError, SourceError, ModelIdError, RolloutError, RunLockedError, ImportError) as exc:
-        fail(str(exc))
+        raise CliError(str(exc))
     console = output_console()
     console.print(f"rollout: {summary['conversations_written']} conversations written, "
                   f"{summary['conversations_errored']} errored, {summary['records_rejected']} rejected; "
@@ -148,7 +148,7 @@ def backtest_cmd(history_path: str, out: str, suite: str | None, pairs: str, min
                               min_change=min_change, confidence=confidence,
                               log=lambda m: err.print(m, highlight=False))
     except (BacktestError, ConfigError, SourceError, ModelIdError, RunDirError, RunLockedError) as exc:
-        fail(str(exc))
+        raise CliError(str(exc))
     if as_json:
         click.echo(json.dumps({"metrics": result["metrics"], "baselines": result["baselines"]}, indent=1))
         return
@@ -172,7 +172,7 @@ def calibrate_cmd(backtest_dir: str, out: str, prior_cells: float) -> None:
     try:
         calibration = calibrate(Path(backtest_dir), Path(out), prior_cells)
     except (BacktestError, CalibrationError) as exc:
-        fail(str(exc))
+        raise CliError(str(exc))
     console = output_console()
     table = Table(title="calibration (shrunk log-ratio bias)", title_justify="left")
     for col in ("behaviour", "cells", "factor", "residual sd (log)"):
@@ -210,7 +210,7 @@ def plan_cmd(rate: float, ratio: float, power: float, confidence: float, discord
     try:
         plan = plan_study(rate, ratio, confidence, power, discordance)
     except ValueError as exc:
-        fail(str(exc))
+        raise CliError(str(exc))
     if as_json:
         click.echo(json.dumps(plan.to_dict(), indent=1))
         return

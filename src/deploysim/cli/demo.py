@@ -16,9 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from deploysim.evaluate.graders import DEFAULT_GRADERS
 from deploysim.pipeline.config import SimConfig
 from deploysim.pipeline.engine import run_simulation
-from deploysim.evaluate.graders import DEFAULT_GRADERS
 
 CANDIDATE_SYSTEM_PROMPT = (
     "You are a careful assistant. Answer in at most three sentences. "
@@ -36,7 +36,7 @@ def demo_config(sample: int | None = None) -> SimConfig:
         "params": {"temperature": 0.0, "max_tokens": DEMO_MAX_TOKENS, "seed": 0},
         "concurrency": 1,  # one in-process model: calls are serialised anyway
     }
-    return SimConfig(
+    return SimConfig.model_validate(dict(
         data=[str(sample_path())],
         format="sharegpt",
         sample=sample,
@@ -48,7 +48,7 @@ def demo_config(sample: int | None = None) -> SimConfig:
              "system_prompt_text": CANDIDATE_SYSTEM_PROMPT, **common},
         ],
         graders=list(DEFAULT_GRADERS),
-    )
+    ))
 
 
 def run_demo(out: Path | None = None, sample: int | None = None,

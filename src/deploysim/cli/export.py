@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from deploysim.cli._common import fail
+from deploysim.cli._common import CliError
 from deploysim.evaluate.export import EXPORT_FORMATS
 
 
@@ -28,7 +28,7 @@ def export_cmd(run: str, fmt: str, out: str) -> None:
             for path in export_inspect(Path(run), Path(out)):
                 click.echo(f"inspect log -> {path}")
     except RunDirError as exc:
-        fail(str(exc))
+        raise CliError(str(exc)) from None
 
 
 commands = [export_cmd]

@@ -11,13 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deploysim.cli._common import fail, output_console
+from deploysim.cli._common import CliError, output_console
+from deploysim.core.schema import LOGGED
 
 err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    fail(message, code)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -30,7 +27,7 @@ def print_behaviour_rates(grading: dict[str, Any], console: Console | None = Non
     """Rates per behaviour (rows) and deployment (columns); errors shown, never hidden."""
     console = console or output_console()
     rates = grading.get("rates") or {}
-    deployments = sorted(rates, key=lambda d: (d != "logged", d))
+    deployments = sorted(rates, key=lambda d: (d != LOGGED, d))
     behaviours = sorted({b for d in rates.values() for b in d})
     table = Table(title="behaviour rates (flagged / graded)", title_justify="left")
     table.add_column("behaviour", no_wrap=True)
@@ -93,7 +90,7 @@ def validate_cmd(labels_path: str, grader_names: str | None, judge: str | None, 
     try:
         report = validate_graders(Path(labels_path), _split(grader_names), judge=judge)
     except (GraderError, ImportError, ValueError) as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from None
     Path(out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     table = Table(title=f"grader validation ({labels_path})", title_justify="left")
     for col in ("behaviour", "grader", "precision", "recall", "FPR", "kappa", "pos/neg", "errors"):
@@ -117,9 +114,9 @@ def validate_cmd(labels_path: str, grader_names: str | None, judge: str | None, 
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, quiet: bool) -> None:
     """Grade a finished run directory (resumable) into verdicts.parquet and print behaviour rates."""
-    from deploysim.evaluate.graders import GradeLockedError, GraderError, grade_run
     from deploysim.core.models import ModelIdError
     from deploysim.core.store import RunDirError
+    from deploysim.evaluate.graders import GradeLockedError, GraderError, grade_run
 
     names = _split(grader_names)
     if judge and names is None:
@@ -129,9 +126,9 @@ def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, quiet: 
     try:
         grading = grade_run(Path(run_dir), names, judge=judge, show_progress=not quiet)
     except (GraderError, ModelIdError, ImportError, RunDirError, GradeLockedError, ValueError) as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from None
     except KeyboardInterrupt:
-        _fail(f"interrupted; run the same command again to resume grading {run_dir}", 130)
+        raise CliError(f"interrupted; run the same command again to resume grading {run_dir}", 130) from None
     summary_path = Path(run_dir) / "summary.json"
     if summary_path.is_file():
         summary = orjson.loads(summary_path.read_bytes())

@@ -10,25 +10,34 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from deploysim.cli._common import fail, output_console
-from deploysim.pipeline.config import ConfigError, SimConfig, load_config, validate_config
+from deploysim.cli._common import EXIT_INTERRUPTED, EXIT_NOT_RECONCILED, EXIT_OK, CliError, output_console
 from deploysim.core.models import ModelIdError
+from deploysim.core.registry import REGISTRY, RegistryError
+from deploysim.pipeline.config import ConfigError, SimConfig, load_config, validate_config
 from deploysim.pipeline.replay import TURN_CHOICES
 from deploysim.pipeline.sources import FORMATS, SourceError
-
-EXIT_OK = 0
-EXIT_NOT_RECONCILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    fail(message, code)
+class RegistryGroup(click.Group):
+    """The top-level group: its own commands plus every ``deploysim.commands`` entry point, imported on use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugged = REGISTRY.names("command")
+        clash = sorted(set(plugged) & set(self.commands))
+        if clash:
+            raise RegistryError(f"command(s) {clash} are declared twice: built into deploysim and as entry points")
+        return sorted([*self.commands, *plugged])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in REGISTRY.names("command"):
+            return self.commands.get(cmd_name)
+        command: click.Command = REGISTRY.get("command", cmd_name)
+        return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="deploysim")
 def main() -> None:
     """Deployment simulation: replay real traffic against a candidate model, before it ships.
@@ -43,7 +52,7 @@ def _system_prompt(text: str | None) -> str | None:
     if text is not None and text.startswith("@"):
         path = Path(text[1:])
         if not path.is_file():
-            _fail(f"system prompt file {path} not found")
+            raise CliError(f"system prompt file {path} not found")
         return path.read_text()
     return text
 
@@ -110,20 +119,20 @@ def run(**opts: Any) -> None:
         if resume_dir:
             out = Path(resume_dir)
             if not (out / "config.yaml").is_file():
-                _fail(f"{out}: not a run directory (no config.yaml)")
+                raise CliError(f"{out}: not a run directory (no config.yaml)")
             config = load_config(out / "config.yaml")
         else:
             config = _config_from_options(opts)
             if not opts["out"]:
-                _fail("--out DIR is required (or use --resume DIR)")
+                raise CliError("--out DIR is required (or use --resume DIR)")
             out = Path(opts["out"])
             if (out / "config.yaml").exists():
-                _fail(f"{out} already holds a run; use --resume {out} to finish it, or pick another --out")
+                raise CliError(f"{out} already holds a run; use --resume {out} to finish it, or pick another --out")
         summary = run_simulation(config, out, resume=bool(resume_dir), show_progress=not opts["quiet"])
     except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, PrivacyError) as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from None
     except KeyboardInterrupt:
-        _fail(f"interrupted; finish with: deploysim run --resume {out}", EXIT_INTERRUPTED)
+        raise CliError(f"interrupted; finish with: deploysim run --resume {out}", EXIT_INTERRUPTED) from None
     print_summary(summary, out)
     if not summary["reconciles"]:
         sys.exit(EXIT_NOT_RECONCILED)
@@ -149,9 +158,9 @@ def _config_from_options(opts: dict[str, Any]) -> SimConfig:
         _apply_privacy_options(config.privacy, opts)
         return config
     if not opts["data"]:
-        _fail("--data PATH is required (or --config sim.yaml)")
+        raise CliError("--data PATH is required (or --config sim.yaml)")
     if not opts["candidate"]:
-        _fail("--candidate MODEL is required, e.g. --candidate local/smollm2")
+        raise CliError("--candidate MODEL is required, e.g. --candidate local/smollm2")
     deployments = []
     if opts["baseline"]:
         deployments.append(_deployment("baseline", opts["baseline"], opts["baseline_system_prompt"],
@@ -223,9 +232,9 @@ def demo(out: str | None, sample: int | None, quiet: bool) -> None:
     try:
         summary, run_dir = run_demo(Path(out) if out else None, sample=sample, show_progress=not quiet)
     except (ModelIdError, ImportError) as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from None
     except KeyboardInterrupt:
-        _fail("interrupted", EXIT_INTERRUPTED)
+        raise CliError("interrupted", EXIT_INTERRUPTED) from None
     print_summary(summary, run_dir)
     sys.exit(EXIT_OK if summary["reconciles"] else EXIT_NOT_RECONCILED)
 
@@ -236,14 +245,14 @@ def demo(out: str | None, sample: int | None, quiet: bool) -> None:
 @click.option("--show", type=int, default=10, show_default=True, help="How many rejects to print.")
 def check_data(paths: tuple[str, ...], fmt: str, show: int) -> None:
     """Read input files without replaying: detected format, counts and rejects."""
-    from deploysim.core.schema import Record
+    from deploysim.core.schema import Record, Reject
     from deploysim.pipeline.sources import SkippedInputs, detect_format, iter_inputs
 
     try:
         for path in paths:
             detected = detect_format(Path(path)) if fmt == "auto" else fmt
             accepted = rejected = 0
-            shown = []
+            shown: list[Reject] = []
             skipped = SkippedInputs()
             for item in iter_inputs([path], detected, skipped=skipped):
                 if isinstance(item, Record):
@@ -262,7 +271,7 @@ def check_data(paths: tuple[str, ...], fmt: str, show: int) -> None:
                 rid = f" record {reject.record_id}" if reject.record_id else ""
                 click.echo(f"  reject {where}{rid}{field}: {reject.reason}")
     except SourceError as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from None
 
 
 @main.command("models")
@@ -273,38 +282,6 @@ def models_cmd() -> None:
     for prefix, help_text in providers().items():
         click.echo(f"{prefix + '/':20} {help_text}")
 
-
-#: Rooms that add their own subcommands: each module exposes ``commands: list[click.Command]``.
-COMMAND_MODULES = (
-    "deploysim.cli.privacy",
-    "deploysim.cli.graders",
-    "deploysim.cli.stats",
-    "deploysim.cli.report",
-    "deploysim.cli.awareness",
-    "deploysim.cli.agents",
-    "deploysim.cli.export",
-    "deploysim.cli.backtest",
-)
-
-
-def _register_room_commands() -> None:
-    import importlib
-    import importlib.util
-
-    for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
-            continue
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        for command in getattr(module, "commands", []):
-            main.add_command(command)
-
-
-_register_room_commands()
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from deploysim.cli._common import CliError
 from deploysim.pipeline.sources import FORMATS, SourceError
 
 
@@ -50,10 +51,6 @@ def ingest_cmd(paths: tuple[str, ...], out: str, fmt: str, privacy: str, no_pres
     from deploysim.pipeline.privacy.ingest import ingest
     from deploysim.pipeline.sampling import SamplingPlan
 
-    def fail(message: str) -> None:
-        click.echo(f"error: {message}", err=True)
-        sys.exit(2)
-
     try:
         plan = SamplingPlan(n=sample, strata=_fields(strata), allocation=allocation,  # type: ignore[arg-type]
                             caps=_caps(cap_per), dedupe=dedupe, dedupe_threshold=dedupe_threshold, seed=seed)
@@ -62,8 +59,7 @@ def ingest_cmd(paths: tuple[str, ...], out: str, fmt: str, privacy: str, no_pres
             privacy_cfg["presidio"] = False
         summary = ingest(list(paths), Path(out), fmt=fmt, privacy=privacy_cfg, plan=plan)
     except (SourceError, PrivacyError, ValueError) as exc:
-        fail(str(exc))
-        return
+        raise CliError(str(exc)) from None
     click.echo(
         f"records read {summary['records_read']} = accepted {summary['records_accepted']} + rejected "
         f"{summary['records_rejected']}; duplicates removed {summary['duplicates_removed']}, capped "

@@ -8,14 +8,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from deploysim.cli._common import fail, output_console
+from deploysim.cli._common import CliError, output_console
 from deploysim.evaluate.stats.format import interval, pct, pp
-
-EXIT_ERROR = 2
-
-
-def _fail(message: str) -> None:
-    fail(message, EXIT_ERROR)
 
 
 @click.command("report")
@@ -32,10 +26,10 @@ def _fail(message: str) -> None:
 def report_cmd(run: str, out: str | None, confidence: float, multiple_testing: str, validation: str | None,
                segments: tuple[str, ...], examples: int, calibration: str | None) -> None:
     """Write one self-contained HTML report (works offline)."""
+    from deploysim.core.store import RunDirError
     from deploysim.evaluate.report.html import write_report
     from deploysim.evaluate.stats.calibration import CalibrationError
     from deploysim.evaluate.stats.correction import ValidationError
-    from deploysim.core.store import RunDirError
 
     try:
         path = write_report(Path(run), Path(out) if out else None, examples_per_category=examples,
@@ -44,7 +38,7 @@ def report_cmd(run: str, out: str | None, confidence: float, multiple_testing: s
                             segment_by=list(segments) if segments else None,
                             calibration=Path(calibration) if calibration else None)
     except (RunDirError, ValidationError, CalibrationError, OSError) as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from None
     click.echo(str(path))
 
 
@@ -56,9 +50,9 @@ def view_cmd(runs_dir: str, port: int) -> None:
     from deploysim.evaluate.report.viewer import list_runs, make_server
 
     if not Path(runs_dir).is_dir():
-        _fail(f"{runs_dir}: no such folder")
+        raise CliError(f"{runs_dir}: no such folder")
     server = make_server(Path(runs_dir), port)
-    host, bound = server.server_address[:2]
+    host, bound = str(server.server_address[0]), server.server_address[1]
     click.echo(f"serving {len(list_runs(Path(runs_dir)))} run(s) from {runs_dir} on http://{host}:{bound}/ "
                "(Ctrl-C to stop)")
     try:
@@ -76,13 +70,13 @@ def view_cmd(runs_dir: str, port: int) -> None:
 @click.option("--confidence", type=click.FloatRange(0.5, 0.9999), default=0.95, show_default=True)
 def compare_cmd(run_a: str, run_b: str, as_json: bool, confidence: float) -> None:
     """Diff two runs: configuration, and each behaviour's rate per deployment (B - A)."""
-    from deploysim.evaluate.report.compare import compare_runs
     from deploysim.core.store import RunDirError
+    from deploysim.evaluate.report.compare import compare_runs
 
     try:
         result = compare_runs(Path(run_a), Path(run_b), confidence)
     except RunDirError as exc:
-        _fail(str(exc))
+        raise CliError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -11,26 +11,23 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from deploysim.cli._common import output_console
-
 if TYPE_CHECKING:  # the statistics stack (scipy, statsmodels) loads when a command runs
     from deploysim.evaluate.stats.analysis import RunStats
+from deploysim.cli._common import CliError, output_console
+from deploysim.core.schema import LOGGED
 from deploysim.evaluate.stats.format import interval, num, pct, pp, pvalue
-
-EXIT_ERROR = 2
 
 
 def _run_stats(run: str, **kwargs: object) -> RunStats:
+    from deploysim.core.store import RunDirError
     from deploysim.evaluate.stats.analysis import analyse_run
     from deploysim.evaluate.stats.correction import ValidationError
     from deploysim.evaluate.stats.calibration import CalibrationError
-    from deploysim.core.store import RunDirError
 
     try:
         return analyse_run(Path(run), **kwargs)  # type: ignore[arg-type]
     except (RunDirError, ValidationError, CalibrationError, ValueError) as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(EXIT_ERROR)
+        raise CliError(str(exc)) from None
 
 
 def print_stats(stats: RunStats, console: Console | None = None) -> None:
@@ -65,7 +62,7 @@ def print_stats(stats: RunStats, console: Console | None = None) -> None:
             cells.append(text)
         rates.add_row(name, b.grader, *cells)
     console.print(rates)
-    for reference in (stats.baseline, "logged"):
+    for reference in (stats.baseline, LOGGED):
         comps = [c for c in stats.comparisons if c.reference == reference]
         if not comps:
             continue

@@ -19,6 +19,10 @@ Role = Literal["system", "user", "assistant", "tool"]
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
 
+#: The deployment name of what production actually said (the logged reply), beside replayed deployments.
+LOGGED = "logged"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -50,7 +54,10 @@ class Message(_Model):
 
 
 class Record(_Model):
-    """One logged conversation or agent trajectory, normalised."""
+    """One logged conversation or agent trajectory, normalised.
+
+    ``weight`` is its sampling weight: how many population records it stands for (1 unless sampled).
+    """
 
     id: str
     messages: list[Message]
@@ -59,6 +66,7 @@ class Record(_Model):
     source_file: str = ""
     source_line: int = 0
     format: str = ""
+    weight: float = 1.0
     #: Where this record was read in this run: input file (``#N`` for its N-th repeat), line/item, and
     #: ``.K`` for the K-th record of one value. Unique per run; point ids and sampling keys use it.
     #: Not part of the record's content, so never serialised (a dataset row stays where it was read).
@@ -120,7 +128,7 @@ class Deployment(_Model):
     def _name_is_identifier(cls, v: str) -> str:
         if not v or not all(c.isalnum() or c in "_-" for c in v):
             raise ValueError(f"deployment name must be letters, digits, '_' or '-': {v!r}")
-        if v == "logged":
+        if v == LOGGED:
             raise ValueError("'logged' is reserved for what production actually said")
         return v
 

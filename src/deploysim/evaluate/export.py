@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from deploysim.core.schema import Generation, Message, ReplayPoint, Verdict
+from deploysim.core.schema import LOGGED, Generation, Message, ReplayPoint, Verdict
 from deploysim.core.store.run_dir import read_generations, read_points, read_verdicts
 
 EXPORT_FORMATS = ("inspect", "jsonl")
@@ -141,7 +141,7 @@ def export_inspect(run: Path, out: Path) -> list[Path]:
     stem = out.name.removesuffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     for deployment, samples in sorted(by_dep.items()):
-        model = "logged/production" if deployment == "logged" else models.get(deployment) or f"deploysim/{deployment}"
+        model = "logged/production" if deployment == LOGGED else models.get(deployment) or f"deploysim/{deployment}"
         rates: dict[str, list[int]] = defaultdict(list)
         for s in samples:
             for name, score in s["scores"].items():

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from deploysim.pipeline.config import read_yaml, validation_problems
 from deploysim.evaluate.stats.analysis import RunStats, analyse_run
+from deploysim.pipeline.config import read_yaml, validation_problems
 
 PASS, FAIL, INCONCLUSIVE, ERROR = "pass", "fail", "inconclusive", "error"
 EXIT_CODES = {PASS: 0, FAIL: 3, INCONCLUSIVE: 4, ERROR: 5}
@@ -79,9 +79,9 @@ class CheckResult:
     threshold: float
     confidence: float
     reference: str | None
-    estimate: float | None
-    low: float | None
-    high: float | None
+    estimate: float | str | None  # "inf" for an unbounded ratio (JSON has no infinity)
+    low: float | str | None
+    high: float | str | None
     outcome: str
     reason: str
     #: with ``--calibration``: the calibrated candidate rate and its wider interval, shown beside
@@ -181,7 +181,7 @@ def check_rule(rule: GateRule, stats: RunStats) -> list[CheckResult]:
         else:
             outcome, why = _decide(low, high, threshold)
         out.append(CheckResult(rule.behaviour, check, threshold, conf, reference, _json_safe(est), _json_safe(low),
-                               _json_safe(high), outcome, why))  # type: ignore[arg-type]
+                               _json_safe(high), outcome, why))
     return out
 
 
@@ -203,9 +203,9 @@ def evaluate_policy(run_dir: Path, policy: GatePolicy, n_boot: int = 2000, seed:
 def evaluate_gate(run_dir: Path, policy_path: Path, n_boot: int = 2000, seed: int = 0,
                   calibration: Path | None = None) -> GateResult:
     """Gate a finished run on a policy file; never raises for a bad policy or run (verdict "error", exit 5)."""
-    from deploysim.evaluate.stats.correction import ValidationError as GraderValidationError
     from deploysim.core.store import RunDirError
     from deploysim.evaluate.stats.calibration import CalibrationError
+    from deploysim.evaluate.stats.correction import ValidationError as GraderValidationError
 
     try:
         policy = load_policy(policy_path)

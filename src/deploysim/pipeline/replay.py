@@ -16,7 +16,6 @@ from deploysim.core.store.run_dir import point_row
 
 TurnChoice = Literal["last", "random", "all"]
 TURN_CHOICES: tuple[str, ...] = ("last", "random", "all")
-WEIGHT_KEY = "sampling_weight"
 
 
 def cut_indices(record: Record) -> list[int]:
@@ -57,10 +56,6 @@ def replay_points(record: Record, turn: TurnChoice = "last", seed: int = 0) -> l
     else:
         raise ValueError(f"unknown turn choice {turn!r}; expected one of {', '.join(TURN_CHOICES)}")
     metadata = {**record.metadata, "source_format": record.format}
-    weight = record.metadata.get(WEIGHT_KEY, 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-        raise RecordError(WEIGHT_KEY, f"a sampling weight must be a number, got {type(weight).__name__}", record.id)
-    weight = float(weight)
     return [
         ReplayPoint(
             point_id=point_id(record, index),
@@ -70,7 +65,7 @@ def replay_points(record: Record, turn: TurnChoice = "last", seed: int = 0) -> l
             original=record.messages[index] if index < len(record.messages) else None,
             tools=record.tools,
             metadata=metadata,
-            weight=weight,
+            weight=record.weight,
         )
         for index in chosen
     ]

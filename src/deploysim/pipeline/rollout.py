@@ -31,7 +31,6 @@ from deploysim.core.store import RunStore
 from deploysim.core.store.journal import JsonlJournal
 from deploysim.pipeline.config import SimConfig, dump_config
 from deploysim.pipeline.engine.local import LocalEngine, run_lock
-from deploysim.pipeline.replay import WEIGHT_KEY
 
 OUTPUT = "rollout.jsonl"
 ERRORS = "errors.jsonl"
@@ -211,7 +210,7 @@ class Rollout:
             provenance.append(f"deployment:{self.deployment.name}")
             counts["assistant"] += 1
         # the rollout is a new population: the input's sampling weight does not carry over
-        metadata = {k: v for k, v in record.metadata.items() if k not in ("provenance", WEIGHT_KEY)}
+        metadata = {k: v for k, v in record.metadata.items() if k != "provenance"}
         metadata.update({"provenance": provenance, "rollout_deployment": self.deployment.name,
                          "rollout_users": self.users, "source_record_id": record.id})
         output.append({"id": record.id, "messages": [m.model_dump(exclude_defaults=True) for m in out],

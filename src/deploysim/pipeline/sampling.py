@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from deploysim.pipeline.replay import WEIGHT_KEY
 from deploysim.core.schema import Record, Reject
 
 InputStream = Callable[[], Iterator[Record | Reject]]
@@ -58,7 +57,7 @@ class UniformSample:
         weight = self.total_accepted / max(len(chosen), 1)
         for item in self.open_inputs():
             if isinstance(item, Record) and record_key(item) in chosen:
-                item.metadata[WEIGHT_KEY] = item.metadata.get(WEIGHT_KEY, 1.0) * weight
+                item.weight *= weight
                 yield item
 
 
@@ -96,10 +95,6 @@ class SamplingPlan:
                 raise ValueError(f"cap for {name!r} must be at least 1, got {cap}")
         if not 0 < self.dedupe_threshold <= 1:
             raise ValueError(f"dedupe threshold must be in (0, 1], got {self.dedupe_threshold}")
-
-    @property
-    def active(self) -> bool:
-        return self.n is not None or bool(self.caps) or self.dedupe
 
 
 @dataclass
@@ -341,5 +336,4 @@ class StreamSampler:
                     continue
                 factor *= stratum_factor
             self.counts.emitted += 1
-            weight = float(item.metadata.get(WEIGHT_KEY, 1.0)) * factor
-            yield item.model_copy(update={"metadata": {**item.metadata, WEIGHT_KEY: weight}})
+            yield item.model_copy(update={"weight": item.weight * factor})

@@ -83,15 +83,6 @@ class ToolPolicy:
         return "read" if call_read(name, args) is not None else kind
 
 
-def tool_outputs(messages: list[Message]) -> dict[str, str]:
-    """Tool-call id -> logged output (first tool message answering it)."""
-    out: dict[str, str] = {}
-    for message in messages:
-        if message.role == "tool" and message.tool_call_id and message.tool_call_id not in out:
-            out[message.tool_call_id] = message.text()
-    return out
-
-
 @dataclass(frozen=True)
 class LoggedCall:
     """One call of a logged trajectory with its output and position."""

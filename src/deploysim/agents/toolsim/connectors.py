@@ -26,9 +26,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from deploysim.core.schema import ToolCall
 from deploysim.agents.toolsim.calls import ToolKind
 from deploysim.agents.toolsim.overlay import DELETED, Overlay
+from deploysim.core.registry import REGISTRY, RegistryError
+from deploysim.core.schema import ToolCall
 
 
 class ConnectorError(ValueError):
@@ -116,6 +117,10 @@ class JsonDocumentConnector:
     """
 
     name = "json"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], base_dir: str | Path, metadata: Mapping[str, Any]) -> Connector:
+        return cls(config, base_dir)
 
     def __init__(self, config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
         base = Path(base_dir)
@@ -267,6 +272,11 @@ class RepositoryConnector:
     name = "repo"
     MAX_READ = 200_000
     MAX_MATCHES = 50
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], base_dir: str | Path, metadata: Mapping[str, Any]) -> Connector:
+        commit = config.get("commit") or metadata.get(config.get("commit_field", "commit"))
+        return cls(config, commit=str(commit) if commit else None)
 
     def __init__(self, config: Mapping[str, Any], commit: str | None = None) -> None:
         self.root = Path(config["path"]).resolve()
@@ -425,6 +435,10 @@ class ShellRepositoryConnector(RepositoryConnector):
     name = "repo-shell"
     MAX_OUTPUT = 20_000
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], base_dir: str | Path, metadata: Mapping[str, Any]) -> Connector:
+        return cls(config)
+
     def __init__(self, config: Mapping[str, Any], commit: str | None = None) -> None:
         root = Path(config["path"])
         if commit is None and config.get("commit") is None and (root / ".git").exists():
@@ -548,15 +562,15 @@ class ShellRepositoryConnector(RepositoryConnector):
 
 def build_connectors(config: Mapping[str, Any] | None, base_dir: str | Path = ".",
                      metadata: Mapping[str, Any] | None = None) -> list[Connector]:
-    """Connectors from the ``connectors:`` config: ``json:`` and/or ``repository:`` sections."""
-    config = config or {}
+    """Connectors from the ``connectors:`` config: one section per ``deploysim.connectors`` entry point
+    (built-in: ``json:``, ``repository:``); each class builds itself with ``from_config``."""
     out: list[Connector] = []
-    if config.get("json"):
-        out.append(JsonDocumentConnector(config["json"], base_dir))
-    if config.get("repository"):
-        repo = config["repository"]
-        commit = repo.get("commit") or (metadata or {}).get(repo.get("commit_field", "commit"))
-        out.append(RepositoryConnector(repo, commit=str(commit) if commit else None))
-    if config.get("shell_repository"):
-        out.append(ShellRepositoryConnector(config["shell_repository"]))
+    for name, section in (config or {}).items():
+        if not section:
+            continue
+        try:
+            cls = REGISTRY.get("connector", name)
+        except RegistryError as exc:
+            raise ConnectorError(f"connectors: {exc}") from None
+        out.append(cls.from_config(section, base_dir, metadata or {}))
     return out

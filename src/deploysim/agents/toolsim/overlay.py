@@ -49,4 +49,3 @@ def write_state(writes: list[tuple[str, str]]) -> str:
     return digest.hexdigest()[:32]
 
 
-EMPTY_STATE = write_state([])

@@ -99,8 +99,7 @@ def parse_read(command: str) -> ShellRead | None:
     if m := re.match(r"^cd\s+(\S+)\s*&&\s*(.+)$", text, re.DOTALL):
         cwd, text = m.group(1), m.group(2).strip()
     pipe = re.fullmatch(r"nl\s+-ba\s+(\S+)\s*\|\s*sed\s+-n\s+(['\"]?)(\d+(?:,\d+)?p)\2", text)
-    if pipe:
-        range_ = _RANGE.match(pipe.group(3))
+    if pipe and (range_ := _RANGE.match(pipe.group(3))):
         start = int(range_.group(1))
         path = _split(pipe.group(1))
         if path and len(path) == 1 and not _UNSAFE.search(path[0]):

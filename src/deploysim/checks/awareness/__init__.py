@@ -8,7 +8,7 @@ suites (see docs/awareness.md). Importing this package stays light; the statisti
 
 from deploysim.checks.awareness.parse import ParsedAnswer, parse_answer
 from deploysim.checks.awareness.probes import PROBE_FORMATS, QUESTIONS, Question, build_probe
-from deploysim.checks.awareness.report import awareness_section
+from deploysim.evaluate.report.awareness import awareness_section
 
 __all__ = ["PROBE_FORMATS", "QUESTIONS", "ParsedAnswer", "Question", "awareness_section", "build_probe",
            "parse_answer"]

@@ -24,9 +24,9 @@ from typing import Any, Literal
 import orjson
 
 from deploysim.checks.awareness.benchmark import benchmark_records
+from deploysim.core.schema import Generation, Message, Record, RecordError, Reject, ReplayPoint
 from deploysim.pipeline.replay import replay_points
 from deploysim.pipeline.sampling import UniformSample
-from deploysim.core.schema import Generation, Message, Record, RecordError, Reject, ReplayPoint
 
 SuiteKind = Literal["real", "simulated", "eval", "audit"]
 SUITE_NAMES: tuple[str, ...] = ("real", "simulated", "hh-rlhf", "benchmark", "redaction", "system-prompt")
@@ -159,9 +159,9 @@ def run_suites(run_dir: Path, deployment: str, sample: int | None, seed: int) ->
             real.items.append(SuiteItem(point.point_id, _transcript_record(point, point.original, "run")))
         else:
             real.skip("no logged reply")
-        generation = replies.get(point.point_id)
-        if generation is not None:
-            reply = Message(role="assistant", content=generation.text, tool_calls=generation.tool_calls)
+        replayed = replies.get(point.point_id)
+        if replayed is not None:
+            reply = Message(role="assistant", content=replayed.text, tool_calls=replayed.tool_calls)
             simulated.items.append(SuiteItem(point.point_id, _transcript_record(point, reply, "run")))
     return real, simulated
 

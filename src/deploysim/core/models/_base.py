@@ -1,9 +1,9 @@
 """The ModelClient protocol every provider implements, and the registry of providers by prefix.
 
 A model id is ``<provider>/<name>`` (``openai/gpt-4.1``, ``anthropic/claude-...``,
-``openai-compatible/<name>@<base-url>``, ``local/smollm2``). Providers register a
-factory with ``@model_provider("prefix")``; optional SDKs are imported only when a
-provider is first used, so the plain install stays light.
+``openai-compatible/<name>@<base-url>``, ``local/smollm2``). A provider is a factory
+declared as a ``deploysim.providers`` entry point named by its prefix (see core/registry.py);
+its module is imported only when first used and optional SDKs only when a client is built.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from deploysim.core.registry import REGISTRY, RegistryError
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
 
 
@@ -50,17 +51,16 @@ class ModelClient(Protocol):
 
 
 ProviderFactory = Callable[[str], ModelClient]
-_PROVIDERS: dict[str, ProviderFactory] = {}
-_PROVIDER_HELP: dict[str, str] = {}
 
 
 def model_provider(prefix: str, help: str = "") -> Callable[[ProviderFactory], ProviderFactory]:
-    """Register a provider factory; it receives the part of the model id after ``prefix/``."""
+    """Register a provider factory in-process (tests, notebooks); packages declare a
+    ``deploysim.providers`` entry point instead. It receives the model id after ``prefix/``."""
 
     def register(factory: ProviderFactory) -> ProviderFactory:
-        _PROVIDERS[prefix] = factory
-        _PROVIDER_HELP[prefix] = help
-        return factory
+        if help:
+            factory.__doc__ = help
+        return REGISTRY.register("provider", prefix, factory)
 
     return register
 
@@ -69,35 +69,38 @@ class ModelIdError(ValueError):
     pass
 
 
+def _known() -> str:
+    return ", ".join(sorted(REGISTRY.names("provider")))
+
+
 def split_model_id(model_id: str) -> tuple[str, str]:
     prefix, sep, rest = model_id.partition("/")
     if not sep or not rest:
-        raise ModelIdError(
-            f"model id {model_id!r} must look like <provider>/<model>; providers: {', '.join(sorted(_PROVIDERS))}"
-        )
+        raise ModelIdError(f"model id {model_id!r} must look like <provider>/<model>; providers: {_known()}")
     return prefix, rest
 
 
 def get_model(model_id: str) -> ModelClient:
     """A client for ``model_id``; a clear error names the known providers."""
-    _load_builtin_providers()
     prefix, rest = split_model_id(model_id)
-    factory = _PROVIDERS.get(prefix)
-    if factory is None:
-        raise ModelIdError(
-            f"unknown model provider {prefix!r} in {model_id!r}; known: {', '.join(sorted(_PROVIDERS))}"
-        )
+    if prefix not in REGISTRY.names("provider"):
+        raise ModelIdError(f"unknown model provider {prefix!r} in {model_id!r}; known: {_known()}")
+    try:
+        factory: ProviderFactory = REGISTRY.get("provider", prefix)
+    except RegistryError as exc:
+        raise ModelIdError(str(exc)) from exc
     return factory(rest)
 
 
 def providers() -> dict[str, str]:
-    _load_builtin_providers()
-    return dict(sorted(_PROVIDER_HELP.items()))
-
-
-def _load_builtin_providers() -> None:
-    # Importing the modules runs their @model_provider decorators; SDKs stay lazy inside.
-    from deploysim.core.models import anthropic_api, instant, local, openai_api  # noqa: F401
+    """Provider prefix -> one line of help (the factory's docstring)."""
+    out = {}
+    for prefix in sorted(REGISTRY.names("provider")):
+        try:
+            out[prefix] = (REGISTRY.get("provider", prefix).__doc__ or "").strip().split("\n")[0]
+        except (RegistryError, ImportError) as exc:
+            out[prefix] = f"(does not load: {exc})"
+    return out
 
 
 def missing_extra(package: str, extra: str) -> ImportError:

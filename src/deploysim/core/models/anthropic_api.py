@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput, missing_extra, model_provider
+from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput, missing_extra
 from deploysim.core.models.openai_api import RETRYABLE_STATUS, retry_after_seconds
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
 
@@ -104,6 +104,6 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-@model_provider("anthropic", "Anthropic API; key from ANTHROPIC_API_KEY (pip install 'deploysim[anthropic]')")
-def _anthropic(name: str) -> AnthropicModel:
+def provider(name: str) -> AnthropicModel:
+    """Anthropic API; key from ANTHROPIC_API_KEY (pip install 'deploysim[anthropic]')"""
     return AnthropicModel(name)

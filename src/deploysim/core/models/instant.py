@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from deploysim.core.models._base import ModelOutput, model_provider
+from deploysim.core.models._base import ModelOutput
 from deploysim.core.schema import GenerationParams, Message, Usage
 
 
@@ -33,6 +33,6 @@ class InstantFakeModel:
         return None
 
 
-@model_provider("instant", "FAKE instant in-process model for measuring the harness only (instant/echo)")
-def _instant(name: str) -> InstantFakeModel:
+def provider(name: str) -> InstantFakeModel:
+    """FAKE instant in-process model for measuring the harness only (instant/echo)"""
     return InstantFakeModel(name)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput, missing_extra, model_provider
+from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput, missing_extra
 from deploysim.core.models.openai_api import to_openai_messages
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
 
@@ -277,8 +277,8 @@ def main() -> None:
     print(f"deploysim: local model {path.name} runs on this CPU")
 
 
-@model_provider("local", "in-process GGUF via llama-cpp-python: local/smollm2 or local/<file>.gguf")
-def _local(name: str) -> LocalLlamaModel:
+def provider(name: str) -> LocalLlamaModel:
+    """in-process GGUF via llama-cpp-python: local/smollm2 or local/<file>.gguf"""
     return LocalLlamaModel(name)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput, model_provider
+from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
@@ -131,19 +131,16 @@ class OpenAICompatibleModel:
         await self._client.close()
 
 
-@model_provider("openai", "OpenAI API; key from OPENAI_API_KEY, base URL from OPENAI_BASE_URL")
-def _openai(name: str) -> OpenAICompatibleModel:
+def openai_provider(name: str) -> OpenAICompatibleModel:
+    """OpenAI API; key from OPENAI_API_KEY, base URL from OPENAI_BASE_URL"""
     key = os.environ.get("OPENAI_API_KEY")
     if not key:
         raise ModelIdError(f"openai/{name} needs OPENAI_API_KEY in the environment")
     return OpenAICompatibleModel(name, os.environ.get("OPENAI_BASE_URL"), key, "openai")
 
 
-@model_provider(
-    "openai-compatible",
-    "openai-compatible/<model>@<base-url>; key from DEPLOYSIM_API_KEY (or OPENAI_API_KEY), optional",
-)
-def _compatible(rest: str) -> OpenAICompatibleModel:
+def compatible_provider(rest: str) -> OpenAICompatibleModel:
+    """openai-compatible/<model>@<base-url>; key from DEPLOYSIM_API_KEY (or OPENAI_API_KEY), optional"""
     name, sep, base_url = rest.partition("@")
     if not sep or not base_url.startswith(("http://", "https://")):
         raise ModelIdError(

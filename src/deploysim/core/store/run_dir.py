@@ -27,7 +27,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 from pydantic import TypeAdapter
 
-from deploysim.core.schema import Generation, Message, Reject, ReplayPoint, Verdict
+from deploysim.core.schema import Generation, Message, Reject, ReplayPoint, Usage, Verdict
 from deploysim.core.store.journal import JsonlJournal
 
 BATCH_ROWS = 4096
@@ -212,9 +212,6 @@ class RunStore:
     def config_path(self) -> Path:
         return self.root / "config.yaml"
 
-    def exists(self) -> bool:
-        return self.config_path.is_file()
-
     def open_attempt(self) -> None:
         """Start (or restart) writing: derived files anew, the journal appended to."""
         (self.root / "journal").mkdir(parents=True, exist_ok=True)
@@ -350,7 +347,7 @@ def read_generations(run_dir: Path) -> Iterator[Generation]:
             text=row["text"],
             tool_calls=orjson.loads(row["tool_calls_json"]),
             finish_reason=row["finish_reason"],
-            usage={"prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"]},
+            usage=Usage(prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"]),
             latency_s=row["latency_s"],
             error=row["error"],
             attempts=row["attempts"],

@@ -2,7 +2,7 @@
 
 ``grade_run(run_dir, names)`` grades every deployment's replies in a run directory
 (``logged`` included) into ``verdicts.parquet``; ``DEFAULT_GRADERS`` is the offline set
-the demo uses. Plugins register through the ``deploysim.evaluate.graders`` entry-point group.
+the demo uses. Plugins register through the ``deploysim.graders`` entry-point group.
 """
 
 from deploysim.evaluate.graders.base import (
@@ -18,11 +18,10 @@ from deploysim.evaluate.graders.base import (
     create_grader,
     grader,
     load_grader_yaml,
-    load_plugins,
     registry,
 )
 from deploysim.evaluate.graders.catalog import BEHAVIOURS, CATALOG, Behaviour
-from deploysim.evaluate.graders.run import DEFAULT_GRADERS, GradeLockedError, behaviour_rates, grade_run, iter_grade_items
+from deploysim.evaluate.graders.run import DEFAULT_GRADERS, GradeLockedError, grade_run, iter_grade_items
 
 __all__ = [
     "BEHAVIOURS",
@@ -38,13 +37,11 @@ __all__ = [
     "GraderConfig",
     "GraderError",
     "GraderSpec",
-    "behaviour_rates",
     "build_graders",
     "create_grader",
     "grade_run",
     "grader",
     "iter_grade_items",
     "load_grader_yaml",
-    "load_plugins",
     "registry",
 ]

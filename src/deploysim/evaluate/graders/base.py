@@ -1,23 +1,24 @@
 """The Grader protocol, the registry by name, entry-point plugins and YAML configuration.
 
-Modelled on inspect_ai's scorers: a grader is registered by decorator under a stable
+Modelled on inspect_ai's scorers: a grader is registered under a stable
 name, built from keyword parameters, and grades a *batch* of replies at once (offline
 classifiers vectorise, LLM judges fan out concurrently). Third-party graders live in
-any installed package that declares an entry point in the group ``deploysim.evaluate.graders``.
+any installed package that declares an entry point in the group ``deploysim.graders``,
+exactly as the built-ins do in deploysim's pyproject (core/registry.py).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from deploysim.core.registry import DIST, REGISTRY, params_digest
 from deploysim.core.schema import Message, ToolCall, Verdict
 
-ENTRY_POINT_GROUP = "deploysim.evaluate.graders"
+ENTRY_POINT_GROUP = "deploysim.graders"
 log = logging.getLogger(__name__)
 
 
@@ -112,76 +113,61 @@ class GraderSpec:
     source: str = "builtin"
 
 
-_REGISTRY: dict[str, GraderSpec] = {}
-_seen_entry_points: set[tuple[str, str]] = set()
-
-
 class GraderError(ValueError):
     pass
 
 
 def grader(name: str, *, behaviours: Sequence[str], offline: bool = True,
            description: str = "") -> Callable[[GraderFactory], GraderFactory]:
-    """Register a grader factory (a class or a function returning a Grader) under ``name``."""
+    """Register a grader factory in-process (tests, notebooks); packages declare a
+    ``deploysim.graders`` entry point instead, and the factory's class attributes
+    (``behaviours``, ``offline``, ``description`` or the docstring) describe it."""
 
     def register(factory: GraderFactory) -> GraderFactory:
-        doc = description or (factory.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = GraderSpec(name, factory, tuple(behaviours), offline, doc,
-                                     source=getattr(factory, "__module__", "builtin"))
-        factory._deploysim_grader = name  # type: ignore[attr-defined]
-        return factory
+        factory.behaviours, factory.offline = tuple(behaviours), offline  # type: ignore[attr-defined]
+        factory.description = description or getattr(factory, "description", "")  # type: ignore[attr-defined]
+        return REGISTRY.register("grader", name, factory)
 
     return register
 
 
-def _load_builtins() -> None:
-    from deploysim.agents import graders as agent_graders  # noqa: F401  (decorators register)
-    from deploysim.evaluate.graders import classifiers, judge, rules  # noqa: F401
-
-
-def load_plugins() -> list[str]:
-    """Import every ``deploysim.evaluate.graders`` entry point not seen yet; returns the names it added.
-
-    An entry point may name a module (its decorators register) or a factory (registered
-    under the entry point's name unless already decorated). A broken plugin is logged,
-    not fatal: one bad package must not stop grading with the others.
-    """
-    before = set(_REGISTRY)
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if (ep.name, ep.value) in _seen_entry_points:
-            continue
-        _seen_entry_points.add((ep.name, ep.value))
-        try:
-            obj = ep.load()
-        except Exception as exc:
-            log.warning("grader plugin %s (%s) failed to load: %s", ep.name, ep.value, exc)
-            continue
-        if callable(obj) and not hasattr(obj, "_deploysim_grader") and ep.name not in _REGISTRY:
-            behaviours = tuple(getattr(obj, "behaviours", ()) or (ep.name,))
-            _REGISTRY[ep.name] = GraderSpec(ep.name, obj, behaviours, bool(getattr(obj, "offline", True)),
-                                            (obj.__doc__ or "").strip().split("\n")[0], source=ep.value)
-    return sorted(set(_REGISTRY) - before)
+def _spec(name: str, factory: GraderFactory, source: str) -> GraderSpec:
+    doc = getattr(factory, "description", "") or (factory.__doc__ or "").strip().split("\n")[0]
+    behaviours = tuple(getattr(factory, "behaviours", ()) or (name,))
+    return GraderSpec(name, factory, behaviours, bool(getattr(factory, "offline", True)), doc, source=source)
 
 
 def registry() -> dict[str, GraderSpec]:
-    """Every known grader: built-ins plus installed plugins."""
-    _load_builtins()
-    load_plugins()
-    return dict(sorted(_REGISTRY.items()))
+    """Every known grader: built-ins plus installed plugins; one that fails to load is logged and skipped."""
+    specs: dict[str, GraderSpec] = {}
+    for name, entry in sorted(REGISTRY.entries("grader").items()):
+        try:
+            specs[name] = _spec(name, REGISTRY.get("grader", name), entry.target)
+        except Exception as exc:  # one broken plugin must not stop grading with the others
+            if entry.origin == DIST:
+                raise  # a built-in that does not load is a bug, never "unknown grader"
+            log.warning("grader plugin %s (%s) failed to load: %s", name, entry.target, exc)
+    return specs
 
 
 def create_grader(name: str, **params: Any) -> Grader:
+    """Build grader ``name``; its version gains a digest of ``params`` (minus ``operational_params``)
+    so changing, say, a judge's rubric changes the version and resume grades again."""
     specs = registry()
     spec = specs.get(name)
     if spec is None:
         raise GraderError(f"unknown grader {name!r}; known: {', '.join(specs)}")
     instance = spec.factory(**params)
     if not getattr(instance, "name", ""):
-        instance.name = name  # type: ignore[misc]
+        instance.name = name
     if not getattr(instance, "behaviours", ()):
-        instance.behaviours = spec.behaviours  # type: ignore[misc]
+        instance.behaviours = spec.behaviours
     if not isinstance(instance, Grader):
         raise GraderError(f"grader {name!r} does not implement the Grader protocol (name, version, behaviours, grade)")
+    skip = set(getattr(instance, "operational_params", ()))
+    digest = params_digest({k: v for k, v in params.items() if k not in skip})
+    if digest:
+        instance.version = f"{instance.version}+{digest}"
     return instance
 
 

@@ -19,10 +19,17 @@ from typing import Any
 
 import orjson
 
-from deploysim.evaluate.graders.base import Decision, GradeItem, grader
-from deploysim.evaluate.graders.catalog import CATALOG, Behaviour
-from deploysim.core.models import CallCache, DeploymentCaller, ModelCallError, ModelOutput, default_cache_path, get_model
+from deploysim.core.models import (
+    CallCache,
+    DeploymentCaller,
+    ModelCallError,
+    ModelOutput,
+    default_cache_path,
+    get_model,
+)
 from deploysim.core.schema import Deployment, GenerationParams, Message, ReplayPoint
+from deploysim.evaluate.graders.base import Decision, GradeItem
+from deploysim.evaluate.graders.catalog import CATALOG, Behaviour
 
 PROMPT_VERSION = "judge-1"
 
@@ -190,8 +197,6 @@ class StructuredJudgeClient:
         await self.inner.aclose()
 
 
-@grader("judge", behaviours=list(CATALOG), offline=False,
-        description="LLM judge with a rubric per behaviour (needs --judge MODEL)")
 class JudgeGrader:
     """Grades any catalog behaviour with an LLM; majority of ``k`` samples when k > 1.
 
@@ -199,13 +204,21 @@ class JudgeGrader:
     (the behaviours they know) and ``messages`` (the prompt for one behaviour and item).
     """
 
+    description = "LLM judge with a rubric per behaviour (needs --judge MODEL)"
+    offline = False
+    behaviours: tuple[str, ...] = tuple(CATALOG)
+
     catalog: dict[str, Behaviour] = CATALOG
+    #: Parameters that change how, not what, it grades (or that the version covers already):
+    #: left out of the version's params digest.
+    operational_params: tuple[str, ...] = ("concurrency", "requests_per_minute", "timeout_s", "max_retries", "cache",
+                                           "trace")
 
     def __init__(self, model: str | None = None, behaviours: Sequence[str] | None = None, k: int = 1,
                  temperature: float | None = None, max_tokens: int = 400, concurrency: int = 4,
                  requests_per_minute: float | None = None, timeout_s: float = 120.0, max_retries: int = 3,
                  structured: str = "auto", cache: bool = True, rubrics: dict[str, str] | None = None,
-                 name: str = "judge", trace: list[dict[str, Any]] | None = None) -> None:
+                 name: str = "", trace: list[dict[str, Any]] | None = None) -> None:
         if not model:
             raise ValueError("the judge grader needs a model: --judge MODEL (e.g. openai/gpt-4.1-mini or "
                              "openai-compatible/<name>@http://127.0.0.1:8000/v1)")

@@ -21,10 +21,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from deploysim.evaluate.graders.base import Decision, GradeItem, Grader, build_graders, to_verdicts
-from deploysim.core.schema import Message, ReplayPoint, ToolCall, Verdict
+from deploysim.core.schema import ReplayPoint, ToolCall, Verdict
 from deploysim.core.store import read_points, write_verdicts
-from deploysim.core.store.journal import exclusive_lock
+from deploysim.core.store.journal import JsonlJournal, exclusive_lock
+from deploysim.evaluate.graders.base import Decision, GradeItem, Grader, build_graders, to_verdicts
 
 #: The offline set ``deploysim demo`` and ``deploysim grade`` use by default: no network, no judge.
 DEFAULT_GRADERS: list[str] = [
@@ -50,29 +50,10 @@ def _item_key(point_id: str, deployment: str, sample_index: int, grader: str, ve
     return f"{point_id}|{deployment}|{sample_index}|{grader}|{version}"
 
 
-def _repair(path: Path) -> None:
-    """Drop a last line cut short by a kill, so the journal stays valid JSONL."""
-    if not path.exists():
-        return
-    with open(path, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
-
-
-def _iter_journal(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    with open(path, "rb") as handle:
-        for line in handle:
-            if line.endswith(b"\n"):
-                yield orjson.loads(line)
-
-
-def _done_keys(path: Path) -> set[str]:
+def _done_keys(journal: JsonlJournal) -> set[str]:
     """(reply, grader, version) whose latest journal lines hold no error: not graded again."""
     status: dict[str, dict[str, bool]] = {}
-    for row in _iter_journal(path):
+    for row in journal.rows():
         key = _item_key(row["point_id"], row["deployment"], row.get("sample_index", 0), row["grader"],
                         row.get("grader_version", "1"))
         status.setdefault(key, {})[row["behaviour"]] = row.get("error") is None
@@ -123,7 +104,7 @@ def _count_ok(run_dir: Path) -> tuple[int, int]:
 
 
 async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: set[str],
-                       journal: Any) -> int:
+                       journal: JsonlJournal) -> int:
     written = 0
     for g in graders:
         todo = [it for it in batch if _item_key(it.point_id, it.deployment, it.sample_index, g.name,
@@ -137,62 +118,29 @@ async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: 
         except Exception as exc:  # a broken grader is recorded, not fatal (rule 3)
             message = f"grader {g.name} failed: {type(exc).__name__}: {exc}"[:500]
             results = [[Decision(b, None, error=message) for b in g.behaviours] for _ in todo]
-        lines = []
         for item, decisions in zip(todo, results, strict=True):
             for verdict in to_verdicts(g, item, decisions):
-                lines.append(verdict.model_dump_json().encode() + b"\n")
-        journal.write(b"".join(lines))
+                journal.append(verdict.model_dump(mode="json"), flush=False)
+                written += 1
         journal.flush()
-        written += len(lines)
     return written
 
 
-def _finalise(run_dir: Path, journal_path: Path) -> int:
+def _finalise(run_dir: Path, journal: JsonlJournal) -> int:
     """verdicts.parquet from the journal; the last line per (reply, behaviour, grader) wins."""
     last: dict[str, int] = {}
-    for i, row in enumerate(_iter_journal(journal_path)):
+    for i, row in enumerate(journal.rows()):
         last[f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}|{row['behaviour']}|"
              f"{row['grader']}"] = i
 
     def rows() -> Iterator[Verdict]:
-        for i, row in enumerate(_iter_journal(journal_path)):
+        for i, row in enumerate(journal.rows()):
             key = (f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}|{row['behaviour']}|"
                    f"{row['grader']}")
             if last[key] == i:
                 yield Verdict.model_validate(row)
 
     return write_verdicts(run_dir, rows())
-
-
-def behaviour_rates(run_dir: Path, graders: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """{deployment: {behaviour: {flagged, graded, errors, rate, grader}}} from verdicts.parquet.
-
-    ``graded`` counts decided verdicts only; errors are reported beside them, never as
-    "not flagged". When two graders decide one behaviour, the second is keyed
-    ``behaviour[grader]`` so neither hides the other.
-    """
-    table = pq.read_table(Path(run_dir) / "verdicts.parquet",
-                          columns=["deployment", "behaviour", "grader", "flagged", "error"])
-    counts: dict[tuple[str, str, str], list[int]] = {}
-    for dep, beh, grd, flagged, error in zip(*(table[c].to_pylist() for c in table.column_names), strict=True):
-        if graders is not None and grd not in graders:
-            continue
-        c = counts.setdefault((dep, beh, grd), [0, 0, 0])
-        if flagged is None or error is not None:
-            c[2] += 1
-        else:
-            c[1] += 1
-            c[0] += int(flagged)
-    owner: dict[str, str] = {}
-    order = {name: i for i, name in enumerate(graders or [])}
-    for _, beh, grd in sorted(counts, key=lambda k: (order.get(k[2], 999), k[2])):
-        owner.setdefault(beh, grd)
-    rates: dict[str, dict[str, dict[str, Any]]] = {}
-    for (dep, beh, grd), (k, n, e) in sorted(counts.items()):
-        key = beh if owner[beh] == grd else f"{beh}[{grd}]"
-        rates.setdefault(dep, {})[key] = {"flagged": k, "graded": n, "errors": e,
-                                          "rate": round(k / n, 6) if n else None, "grader": grd}
-    return rates
 
 
 def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None = None,
@@ -211,15 +159,13 @@ def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None =
 
 async def _grade_async(run_dir: Path, graders: list[Grader], show_progress: bool) -> dict[str, Any]:
     started = time.time()
-    journal_path = run_dir / JOURNAL
-    journal_path.parent.mkdir(parents=True, exist_ok=True)
-    _repair(journal_path)
-    done = _done_keys(journal_path)
+    journal = JsonlJournal(run_dir / JOURNAL, key="point_id")  # opening drops a line cut short by a kill
+    done = _done_keys(journal)
     ok, errored = _count_ok(run_dir)
     progress = _progress(ok, show_progress)
     written = 0
     try:
-        with open(journal_path, "ab") as journal:
+        with journal:
             batch: list[GradeItem] = []
             for item in iter_grade_items(run_dir):
                 batch.append(item)
@@ -236,8 +182,10 @@ async def _grade_async(run_dir: Path, graders: list[Grader], show_progress: bool
             closer = getattr(g, "aclose", None)
             if closer is not None:
                 await closer()
-    n_verdicts = _finalise(run_dir, journal_path)
+    n_verdicts = _finalise(run_dir, journal)
     names = [g.name for g in graders]
+    from deploysim.evaluate.stats.analysis import behaviour_rates  # numpy/scipy stack: only once grading ends
+
     return {
         "graders": names,
         "grader_versions": {g.name: str(g.version) for g in graders},
@@ -271,7 +219,3 @@ def _progress(total: int, enabled: bool) -> Any:
             bar.advance(task, n)
 
     return advance
-
-
-def to_message_list(raw: Sequence[dict[str, Any]]) -> list[Message]:
-    return [Message.model_validate(m) for m in raw]

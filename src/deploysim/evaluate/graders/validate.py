@@ -26,10 +26,10 @@ from typing import Any
 
 import orjson
 
+from deploysim.core.schema import Message, ToolCall
 from deploysim.evaluate.graders.base import GradeItem, Grader, GraderError, build_graders, registry
 from deploysim.evaluate.graders.catalog import CATALOG
 from deploysim.evaluate.graders.run import DEFAULT_GRADERS
-from deploysim.core.schema import Message, ToolCall
 
 BOOTSTRAP = 1000
 
@@ -181,12 +181,3 @@ def validate_graders(labels_path: Path, grader_names: Sequence[str] | None = Non
             entry["labels"] = str(labels_path)
             report[key] = entry
     return report
-
-
-def misclassified(labels_path: Path, grader_name: str, **params: Any) -> list[tuple[str, bool, bool | None]]:
-    """(label id, human label, grader's flag) for every disagreement: what to look at first."""
-    labels = load_labels(Path(labels_path))
-    g = build_graders([{"name": grader_name, "params": params}])[0]
-    results = asyncio.run(_run([g], labels))[g.name]
-    return [(lab.id, lab.label, results[lab.id][0]) for lab in labels
-            if lab.id in results and results[lab.id][0] != lab.label]

@@ -35,8 +35,8 @@ def newcombe(a: RateEstimate, b: RateEstimate) -> tuple[float, float, float] | N
     """b - a with Newcombe's hybrid score interval from the two rates' own intervals."""
     if None in (a.rate, a.low, a.high, b.rate, b.low, b.high):
         return None
-    pa, la, ua = a.rate, a.low, a.high  # type: ignore[assignment]
-    pb, lb, ub = b.rate, b.low, b.high  # type: ignore[assignment]
+    pa, la, ua = a.rate, a.low, a.high
+    pb, lb, ub = b.rate, b.low, b.high
     d = pb - pa  # type: ignore[operator]
     low = d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2)  # type: ignore[operator]
     high = d + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2)  # type: ignore[operator]
@@ -53,8 +53,8 @@ def compare_stats(a: RunStats, b: RunStats) -> list[RateDiff]:
             ea = ra.rates.get(dep) if ra else None
             eb = rb.rates.get(dep) if rb else None
             res = newcombe(ea, eb) if ea and eb else None
-            out.append(RateDiff(behaviour, dep, ea.rate if ea else None, eb.rate if eb else None,
-                                *(res or (None, None, None)),
+            diff, low, high = res if res else (None, None, None)
+            out.append(RateDiff(behaviour, dep, ea.rate if ea else None, eb.rate if eb else None, diff, low, high,
                                 changed=bool(res and (res[1] > 0 or res[2] < 0))))
     return out
 

@@ -282,7 +282,7 @@ def build_report(run_dir: Path, stats: RunStats | None = None, examples_per_cate
     env = Environment(autoescape=True)
     awareness_html = Markup("")
     if (run_dir / "awareness.json").is_file():  # written by `deploysim awareness --run RUN`
-        from deploysim.checks.awareness import awareness_section
+        from deploysim.evaluate.report.awareness import awareness_section
 
         # awareness_section escapes every value it renders (tested in tests/test_report.py)
         awareness_html = Markup(awareness_section(json.loads((run_dir / "awareness.json").read_text())))

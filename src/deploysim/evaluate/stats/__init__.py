@@ -11,6 +11,7 @@ from typing import Any
 
 _HOME = {
     "BehaviourStats": "analysis", "RunStats": "analysis", "SegmentRow": "analysis", "analyse_run": "analysis",
+    "behaviour_rates": "analysis",
     "CorrectedRate": "correction", "GraderValidation": "correction", "corrected_rate": "correction",
     "load_validation": "correction", "rogan_gladen": "correction",
     "adjust_pvalues": "multiple",
@@ -18,11 +19,7 @@ _HOME = {
     "RateEstimate": "rates", "cluster_rate_interval": "rates", "weighted_rate": "rates", "wilson": "rates",
 }
 
-__all__ = [
-    "DOWN", "NO_CHANGE", "UP", "BehaviourStats", "CorrectedRate", "GraderValidation", "PairedComparison",
-    "RateEstimate", "RunStats", "SegmentRow", "adjust_pvalues", "analyse_run", "cluster_rate_interval",
-    "compare_paired", "corrected_rate", "load_validation", "rogan_gladen", "weighted_rate", "wilson",
-]
+__all__ = sorted(_HOME)
 
 
 def __getattr__(name: str) -> Any:

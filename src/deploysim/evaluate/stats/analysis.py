@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from deploysim.evaluate.stats.calibration import Calibration, load_calibration
 from deploysim.evaluate.stats.correction import CorrectedRate, GraderValidation, corrected_rate, load_validation
@@ -128,6 +130,41 @@ def segment_labels(metadata: list[dict[str, Any]], name: str, max_values: int = 
     return np.array([v if v in top else OTHER for v in labels], dtype=object)
 
 
+def _checks(run_dir: Path, validation: Path | dict[str, GraderValidation] | None) -> dict[str, GraderValidation]:
+    if validation is None and (run_dir / "grader_validation.json").is_file():
+        validation = run_dir / "grader_validation.json"
+    return load_validation(validation) if isinstance(validation, Path | str) else (validation or {})
+
+
+def behaviour_rates(run_dir: Path, graders: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """summary.json's rates, by the estimator and grader choice of ``stats``, the report and the gate.
+
+    ``{deployment: {behaviour: {flagged, graded, errors, rate, grader}}}``: ``rate`` is the
+    weighted, per-point rate the gate reads (validated grader, else the one with the most
+    verdicts); ``flagged``/``graded``/``errors`` count verdicts (errors are never "not
+    flagged"). A behaviour's other graders are keyed ``behaviour[grader]``, rated alike.
+    """
+    run_dir = Path(run_dir)
+    checks = _checks(run_dir, None)
+    data = load_run(run_dir, {b: v.grader for b, v in checks.items() if v.grader}, graders)
+    columns = {(b, data.graders[b]): by_dep for b, by_dep in data.outcomes.items()} | data.others
+    table = pq.read_table(run_dir / "verdicts.parquet",
+                          columns=["deployment", "behaviour", "grader", "flagged", "error"])
+    counts: Counter[tuple[str, str, str, str]] = Counter()
+    for dep, beh, grd, flagged, error in zip(*(table[c].to_pylist() for c in table.column_names), strict=True):
+        if graders is None or grd in graders:
+            counts[dep, beh, grd, "errors" if flagged is None or error is not None else str(flagged)] += 1
+    rates: dict[str, dict[str, dict[str, Any]]] = {}
+    for dep, beh, grd in sorted({key[:3] for key in counts}):
+        y = columns.get((beh, grd), {}).get(dep)
+        rate = weighted_rate(y, data.weights, data.clusters).rate if y is not None else None
+        k, clear = counts[dep, beh, grd, "True"], counts[dep, beh, grd, "False"]
+        rates.setdefault(dep, {})[beh if data.graders.get(beh) == grd else f"{beh}[{grd}]"] = {
+            "flagged": k, "graded": k + clear, "errors": counts[dep, beh, grd, "errors"],
+            "rate": round(rate, 6) if rate is not None else None, "grader": grd}
+    return rates
+
+
 def analyse_run(run_dir: Path, confidence: float = 0.95, multiple_testing: str = "holm",
                 validation: Path | dict[str, GraderValidation] | None = None,
                 segment_by: list[str] | None = None, n_boot: int = DEFAULT_BOOT, seed: int = 0,
@@ -142,9 +179,7 @@ def analyse_run(run_dir: Path, confidence: float = 0.95, multiple_testing: str =
     if calibration is not None and not isinstance(calibration, Calibration):
         calibration = load_calibration(Path(calibration))
     run_dir = Path(run_dir)
-    if validation is None and (run_dir / "grader_validation.json").is_file():
-        validation = run_dir / "grader_validation.json"
-    checks = load_validation(validation) if isinstance(validation, Path | str) else (validation or {})
+    checks = _checks(run_dir, validation)
     data = load_run(run_dir, {b: v.grader for b, v in checks.items() if v.grader})
     baseline, candidate = _roles(data.deployments, baseline, candidate)
     notes = list(data.notes)

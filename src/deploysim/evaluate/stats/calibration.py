@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from deploysim.evaluate.stats.rates import z_value
+from scipy.stats import norm
 
 DEFAULT_PRIOR_CELLS = 1.0
 METHOD = "shrunk log-ratio bias: bias = sum(log(actual/predicted)) / (cells + prior_cells)"
@@ -58,7 +58,7 @@ class Calibration:
         c = self.correction(behaviour)
         if rate is None:
             return {"rate": None, "low": None, "high": None, "factor": c.factor, "cells": c.cells}
-        spread = math.exp(z_value(self.confidence) * c.residual_sd_log)
+        spread = math.exp(float(norm.ppf(0.5 + self.confidence / 2)) * c.residual_sd_log)
         return {
             "rate": min(rate * c.factor, 1.0),
             "low": max(0.0, (low if low is not None else rate) * c.factor / spread),

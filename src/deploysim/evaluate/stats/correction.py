@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from deploysim.evaluate.stats.paired import DEFAULT_BOOT, _quantiles, bootstrap_sums
+from deploysim.evaluate.stats.paired import DEFAULT_BOOT, bootstrap_sums, percentile_interval
 
 
 class ValidationError(ValueError):
@@ -95,7 +95,7 @@ def corrected_rate(w: np.ndarray, wy: np.ndarray, validation: GraderValidation, 
     se_reps = rng.beta(v.sensitivity * v.n_positive + 0.5, (1 - v.sensitivity) * v.n_positive + 0.5, n_boot)
     sp_reps = rng.beta(v.specificity * v.n_negative + 0.5, (1 - v.specificity) * v.n_negative + 0.5, n_boot)
     reps = rogan_gladen(obs_reps, se_reps, sp_reps)
-    low, high = _quantiles(reps, confidence)
+    low, high = percentile_interval(reps, confidence)
     note = "" if observed >= 1 - v.specificity else "observed rate below the grader's false-positive rate: clipped to 0"
     return CorrectedRate(float(rogan_gladen(observed, v.sensitivity, v.specificity)), low, high,
                          v.sensitivity, v.specificity, v.grader, note)

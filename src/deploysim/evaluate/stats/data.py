@@ -8,6 +8,7 @@ results name it, else the one with the most verdicts (others are listed in notes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from deploysim.core.schema import LOGGED
 from deploysim.core.store import RunDirError
-
-LOGGED = "logged"
 
 
 @dataclass
@@ -38,6 +38,8 @@ class RunData:
     deployments: list[str]
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    #: Outcomes of the graders not analysed, by (behaviour, grader) -> deployment.
+    others: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def behaviours(self) -> list[str]:
@@ -60,8 +62,12 @@ def cluster_of(record_id: str, metadata: dict[str, Any]) -> str:
     return str(conv) if conv not in (None, "") else str(record_id)
 
 
-def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None) -> RunData:
-    """Read points and verdicts of a finished run (verdicts.parquet is written by the graders)."""
+def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
+             graders: Sequence[str] | None = None) -> RunData:
+    """Read points and verdicts of a finished run (verdicts.parquet is written by the graders).
+
+    ``graders`` keeps only those graders' verdicts.
+    """
     run_dir = Path(run_dir)
     points_path, verdicts_path = run_dir / "points.parquet", run_dir / "verdicts.parquet"
     if not points_path.is_file():
@@ -78,9 +84,12 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None) -> 
     n = len(point_ids)
 
     verdicts = pq.read_table(verdicts_path, columns=["point_id", "deployment", "behaviour", "grader", "flagged"])
+    if graders is not None:
+        verdicts = verdicts.filter(pc.is_in(verdicts["grader"], pa.array(list(graders), pa.string())))
     config = _config(run_dir)
     notes: list[str] = []
-    graders = _choose_graders(verdicts, preferred_graders or {}, notes)
+    chosen = _choose_graders(verdicts, preferred_graders or {}, notes)
+    others: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     outcomes: dict[str, dict[str, np.ndarray]] = {}
     errors: dict[str, dict[str, int]] = {}
     flagged = pc.cast(verdicts["flagged"], pa.float64())
@@ -98,12 +107,16 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None) -> 
     mean = grouped["flagged_mean"].to_numpy(zero_copy_only=False).astype(float)
     undecided = grouped["undecided_sum"].to_numpy(zero_copy_only=False).astype(int)
     deployments: set[str] = set()
-    for behaviour, grader in graders.items():
+    for behaviour, grader in sorted(set(zip(beh.tolist(), grd.tolist(), strict=True))):
         mask = (beh == behaviour) & (grd == grader) & ~np.isnan(index)
+        analysed = chosen.get(behaviour) == grader
         for d in np.unique(dep[mask]):
             m = mask & (dep == d)
             column = np.full(n, np.nan)
             column[index[m].astype(int)] = mean[m]
+            if not analysed:
+                others.setdefault((behaviour, grader), {})[str(d)] = column
+                continue
             outcomes.setdefault(behaviour, {})[str(d)] = column
             errors.setdefault(behaviour, {})[str(d)] = int(undecided[m].sum())
             deployments.add(str(d))
@@ -112,7 +125,7 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None) -> 
     if LOGGED in deployments:
         ordered.append(LOGGED)
     return RunData(run_dir, point_ids, weights, clusters.astype(np.int64), int(clusters.max()) + 1 if n else 0,
-                   metadata, outcomes, graders, errors, ordered, config, notes)
+                   metadata, outcomes, chosen, errors, ordered, config, notes, others)
 
 
 def _positions(values: pa.ChunkedArray, value_set: pa.Array) -> np.ndarray:

@@ -6,9 +6,11 @@ import math
 from typing import Any
 
 
-def pct(x: float | None, digits: int = 2) -> str:
+def pct(x: float | str | None, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
+    if isinstance(x, str):  # "inf" from a JSON-safe gate check
+        return x
     return f"{100 * x:.{digits}f}%"
 
 

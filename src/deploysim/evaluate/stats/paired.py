@@ -72,7 +72,7 @@ def bootstrap_sums(rng: np.random.Generator, n_boot: int, *per_cluster: np.ndarr
     return [np.concatenate(parts) for parts in out]
 
 
-def _quantiles(reps: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(reps: np.ndarray, confidence: float) -> tuple[float, float]:
     reps = reps[~np.isnan(reps)]
     if len(reps) == 0:
         return float("nan"), float("nan")
@@ -89,8 +89,8 @@ def paired_bootstrap(w: np.ndarray, a: np.ndarray, b: np.ndarray, confidence: fl
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = (tb - ta) / tw
         ratio = tb / ta  # 0/0 -> nan (dropped), x/0 -> inf (kept: unbounded above)
-    d_low, d_high = _quantiles(diff, confidence)
-    r_low, r_high = _quantiles(ratio, confidence)
+    d_low, d_high = percentile_interval(diff, confidence)
+    r_low, r_high = percentile_interval(ratio, confidence)
     return {"diff_low": d_low, "diff_high": d_high, "ratio_low": r_low, "ratio_high": r_high}
 
 

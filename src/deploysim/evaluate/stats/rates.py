@@ -15,13 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 DEFAULT_POWER = 0.8
-
-
-def z_value(confidence: float) -> float:
-    return float(norm.ppf(0.5 + confidence / 2))
 
 
 def wilson(count: Any, nobs: Any, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

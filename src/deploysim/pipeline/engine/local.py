@@ -12,20 +12,19 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from deploysim.pipeline.config import SimConfig
-from deploysim.pipeline.engine.progress import RunProgress
-from deploysim.pipeline.engine.summary import build_summary
 from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
-from deploysim.pipeline.replay import deidentify_record, prepare_points
-from deploysim.pipeline.sampling import UniformSample
-from deploysim.core.schema import SCHEMA_VERSION, Generation, Record, Reject, ReplayPoint
-from deploysim.pipeline.sources import SkippedInputs, iter_inputs
+from deploysim.core.schema import LOGGED, SCHEMA_VERSION, Generation, Record, Reject, ReplayPoint
 from deploysim.core.store import RunStore, generation_key
 from deploysim.core.store.journal import exclusive_lock
+from deploysim.pipeline.config import SimConfig
+from deploysim.pipeline.engine.progress import RunProgress
+from deploysim.pipeline.engine.summary import InputCounts, build_summary
+from deploysim.pipeline.replay import deidentify_record, prepare_points
+from deploysim.pipeline.sampling import UniformSample
+from deploysim.pipeline.sources import SkippedInputs, iter_inputs
 
 _DONE = None
 T = TypeVar("T")
@@ -33,16 +32,6 @@ T = TypeVar("T")
 
 class RunLockedError(RuntimeError):
     pass
-
-
-@dataclass
-class InputCounts:
-    records_read: int = 0
-    records_accepted: int = 0
-    records_rejected: int = 0
-    records_sampled: int | None = None
-    points: int = 0
-    rejects_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 def run_lock(root: Path) -> AbstractContextManager[None]:
@@ -213,11 +202,11 @@ class LocalEngine:
 
     def _journal_logged(self, point: ReplayPoint, done: set[str]) -> None:
         """What production said is the ``logged`` deployment's answer: no call, just a row."""
-        if point.original is None or (done and generation_key(point.point_id, "logged", 0) in done):
+        if point.original is None or (done and generation_key(point.point_id, LOGGED, 0) in done):
             return
         self._journal(
-            Generation(point_id=point.point_id, deployment="logged", text=point.original.content,
-                       tool_calls=point.original.tool_calls, finish_reason="logged", attempts=0)
+            Generation(point_id=point.point_id, deployment=LOGGED, text=point.original.content,
+                       tool_calls=point.original.tool_calls, finish_reason=LOGGED, attempts=0)
         )
 
     async def _worker(self, caller: DeploymentCaller, queue: asyncio.Queue[Any], progress: RunProgress) -> None:

@@ -13,11 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deploysim.core.models import DeploymentCaller
-from deploysim.core.schema import SCHEMA_VERSION
+from deploysim.core.schema import LOGGED, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from deploysim.pipeline.config import SimConfig
-    from deploysim.pipeline.engine.local import InputCounts
 
 
 @dataclass
@@ -60,6 +59,16 @@ def _quantile(parts: list[np.ndarray], q: float) -> float | None:
     return round(float(np.quantile(values, q)), 4) if values.size else None
 
 
+@dataclass
+class InputCounts:
+    records_read: int = 0
+    records_accepted: int = 0
+    records_rejected: int = 0
+    records_sampled: int | None = None
+    points: int = 0
+    rejects_by_reason: dict[str, int] = field(default_factory=dict)
+
+
 def build_summary(root: Path, config: SimConfig, counts: InputCounts, callers: dict[str, DeploymentCaller],
                   started: float, skipped_done: int) -> dict[str, Any]:
     tallies = _tally(root / "generations.parquet")
@@ -87,7 +96,7 @@ def build_summary(root: Path, config: SimConfig, counts: InputCounts, callers: d
                 "cache_misses": stats.cache_misses,
             },
         }
-    logged = tallies["logged"].ok if "logged" in tallies else 0
+    logged = tallies[LOGGED].ok if LOGGED in tallies else 0
     checks = {
         "records_read == records_accepted + records_rejected": counts.records_read
         == counts.records_accepted + counts.records_rejected,
@@ -109,7 +118,7 @@ def build_summary(root: Path, config: SimConfig, counts: InputCounts, callers: d
         "rejects_by_reason": counts.rejects_by_reason,
         "points": counts.points,
         "resumed_calls_skipped": skipped_done,
-        "logged": {"with_reply": logged, "without_reply": counts.points - logged},
+        LOGGED: {"with_reply": logged, "without_reply": counts.points - logged},
         "deployments": deployments,
         "reconciles": all(checks.values()),
         "checks": checks,

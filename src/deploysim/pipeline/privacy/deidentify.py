@@ -22,10 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deploysim.core.schema import Message, Record, ToolCall
 from deploysim.pipeline.privacy import recognizers as rk
 from deploysim.pipeline.privacy.surrogates import Fakers, RecordSurrogates
-from deploysim.pipeline.replay import WEIGHT_KEY
-from deploysim.core.schema import Message, Record, ToolCall
 
 #: Words the small spaCy model often tags as organisations or places; never replaced (extend with ``allow``).
 DEFAULT_ALLOW = ["IBAN", "SSN", "PIN", "API", "URL", "JSON", "HTML", "CSS", "SQL", "AI", "GPT", "ChatGPT", "OpenAI",
@@ -177,9 +176,7 @@ class Deidentifier:
                   context: RecordContext) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in metadata.items():
-            if key == WEIGHT_KEY:
-                out[key] = value
-            elif key in self.config.id_fields and isinstance(value, (str, int)) and not isinstance(value, bool):
+            if key in self.config.id_fields and isinstance(value, (str, int)) and not isinstance(value, bool):
                 out[key] = self.pseudonym(key, value)
             else:
                 out[key] = self._value(value, surrogates, context)

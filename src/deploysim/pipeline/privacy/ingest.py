@@ -19,13 +19,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deploysim.core.schema import Record, Reject
 from deploysim.pipeline.privacy import build_deidentifier, parse_privacy_config
 from deploysim.pipeline.privacy.deidentify import Deidentifier
 from deploysim.pipeline.privacy.surrogates import RecordSurrogates
 from deploysim.pipeline.sampling import SamplingPlan, StreamSampler
-from deploysim.core.schema import Record, Reject
-from deploysim.pipeline.sources import DEFAULT_MAX_MESSAGE_CHARS, iter_inputs
-from deploysim.pipeline.sources.native import RECORD_COLUMN, native_row
+from deploysim.pipeline.sources import DEFAULT_MAX_MESSAGE_CHARS, RECORD_COLUMN, iter_inputs, native_row
 
 SCHEMA = pa.schema([(RECORD_COLUMN, pa.large_string())])
 BATCH_ROWS = 2048

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
-from typing import Any
+from typing import Any, cast
 
 from deploysim.pipeline.privacy.recognizers import PRESIDIO_KINDS, Span
 
@@ -23,7 +23,7 @@ _IGNORED_LABELS = ["CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT", "DATE"
                    "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE", "FAC"]
 
 _lock = threading.Lock()
-_analyzer: Any = None
+_analyzers: dict[bool, Any] = {}
 
 
 def presidio_available() -> bool:
@@ -36,29 +36,35 @@ def _offline_tldextract() -> None:
     tld.TLD_EXTRACTOR = tld.TLDExtract(suffix_list_urls=(), fallback_to_snapshot=True)
 
 
-def analyzer() -> Any:
-    """The process-wide AnalyzerEngine (about 5 s to build the first time)."""
-    global _analyzer
+def analyzer(every_recognizer: bool = False) -> Any:
+    """The one Presidio builder: a process-wide AnalyzerEngine (about 5 s to build the first time).
+
+    De-identification uses spaCy NER only; ``every_recognizer`` adds Presidio's predefined
+    pattern recognizers (the ``pii_presidio`` grader).
+    """
     with _lock:
-        if _analyzer is None:
+        if every_recognizer not in _analyzers:
             _offline_tldextract()
             from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
             from presidio_analyzer.nlp_engine import NlpEngineProvider
             from presidio_analyzer.predefined_recognizers import SpacyRecognizer
 
             logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
-            nlp_engine = NlpEngineProvider(nlp_configuration={
-                "nlp_engine_name": "spacy",
-                "models": [{"lang_code": "en", "model_name": SPACY_MODEL}],
-                "ner_model_configuration": {"labels_to_ignore": _IGNORED_LABELS},
-            }).create_engine()
-            pipeline = nlp_engine.nlp["en"]
+            config: dict[str, Any] = {"nlp_engine_name": "spacy",
+                                      "models": [{"lang_code": "en", "model_name": SPACY_MODEL}]}
+            if every_recognizer:  # Presidio's defaults: every recognizer, the whole spaCy pipeline
+                nlp_engine = NlpEngineProvider(nlp_configuration=config).create_engine()
+                _analyzers[True] = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=["en"])
+                return _analyzers[True]
+            config["ner_model_configuration"] = {"labels_to_ignore": _IGNORED_LABELS}
+            nlp_engine = NlpEngineProvider(nlp_configuration=config).create_engine()
+            pipeline = cast(Any, nlp_engine).nlp["en"]  # a SpacyNlpEngine; the base class has no .nlp
             pipeline.select_pipes(disable=[p for p in ("tagger", "parser", "attribute_ruler", "lemmatizer")
                                      if p in pipeline.pipe_names])
             registry = RecognizerRegistry(supported_languages=["en"])
             registry.add_recognizer(SpacyRecognizer(supported_language="en", supported_entities=list(PRESIDIO_KINDS)))
-            _analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
-        return _analyzer
+            _analyzers[False] = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+        return _analyzers[every_recognizer]
 
 
 def _chunks(text: str) -> list[tuple[int, str]]:

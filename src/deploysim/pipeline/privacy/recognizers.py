@@ -132,12 +132,12 @@ _ADDRESS_RE = re.compile(
 # --- validators -----------------------------------------------------------------------------------
 
 
-def _digits(text: str) -> str:
+def digits_of(text: str) -> str:
     return "".join(c for c in text if c.isdigit())
 
 
 def valid_card(text: str) -> bool:
-    digits = _digits(text)
+    digits = digits_of(text)
     # Test numbers (4111 1111 1111 1111, 4242...) are cards too: people paste them with real ones.
     if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits):
         return False
@@ -193,7 +193,7 @@ def _plausible_number(number: phonenumbers.PhoneNumber, text: str) -> bool:
 
 
 def _valid_phone_shape(text: str) -> bool:
-    digits = _digits(text)
+    digits = digits_of(text)
     if not 7 <= len(digits) <= 15 or _DATE_LIKE.match(text) or _DATE_START.match(text):
         return False
     if text.startswith("+"):

@@ -23,6 +23,7 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
 from deploysim.pipeline.privacy import recognizers as rk
+from deploysim.pipeline.privacy.recognizers import digits_of
 
 #: Short labels for placeholder mode: ``<EMAIL_1>``.
 LABELS: dict[str, str] = {
@@ -69,19 +70,15 @@ def spaced_like(template: str, compact: str) -> str:
     return "".join(c if c == " " else next(it) for c in template)
 
 
-def _digits(text: str) -> str:
-    return "".join(c for c in text if c.isdigit())
-
-
 def normalise(kind: str, value: str, regions: tuple[str, ...]) -> str:
     """The identity of a value, so ``(415) 555-2671`` and ``415-555-2671`` get the same fake."""
     if kind == rk.EMAIL:
         return value.lower()
     if kind == rk.PHONE:
         number = rk.parse_phone(value, regions)
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) if number else _digits(value)
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) if number else digits_of(value)
     if kind in (rk.CARD, rk.SSN):
-        return _digits(value)
+        return digits_of(value)
     if kind in (rk.IBAN, rk.NINO):
         return value.replace(" ", "").upper()
     if kind == rk.IP:
@@ -137,7 +134,9 @@ class Fakers:
             return shape_random(value, rng)
         region = phonenumbers.region_code_for_number(number)
         kind = phonenumbers.number_type(number)
-        example = phonenumbers.example_number_for_type(region, kind) or phonenumbers.example_number(region)
+        example = region and (phonenumbers.example_number_for_type(region, kind) or phonenumbers.example_number(region))
+        if not example:
+            return shape_random(value, rng)
         national = str(example.national_number)
         for _ in range(50):
             body = national[:2] + "".join(rng.choice(string.digits) for _ in national[2:])
@@ -150,12 +149,12 @@ class Fakers:
         style = (phonenumbers.PhoneNumberFormat.INTERNATIONAL if value.startswith("+")
                  else phonenumbers.PhoneNumberFormat.NATIONAL)
         formatted = phonenumbers.format_number(candidate, style)
-        if len(_digits(formatted)) == len(_digits(value)):
-            return _into_shape(value, _digits(formatted))  # keep the writer's own separators
+        if len(digits_of(formatted)) == len(digits_of(value)):
+            return _into_shape(value, digits_of(formatted))  # keep the writer's own separators
         return formatted
 
     def card(self, value: str, rng: random.Random) -> str:
-        digits = _digits(value)
+        digits = digits_of(value)
         if digits.startswith(("34", "37", "6011", "65")):
             prefix = digits[:4] if digits.startswith("6011") else digits[:2]
         elif digits.startswith("5"):
@@ -247,8 +246,8 @@ class RecordSurrogates:
             found = self._new(kind, value, norm)
             self.memo[key] = found
             self.replaced.append((kind, value, found))
-        elif kind in _DIGIT_SHAPED and self.mode == "surrogate" and len(_digits(found)) == len(_digits(value)):
-            return _into_shape(value, _digits(found))  # same number, written another way: keep this writing
+        elif kind in _DIGIT_SHAPED and self.mode == "surrogate" and len(digits_of(found)) == len(digits_of(value)):
+            return _into_shape(value, digits_of(found))  # same number, written another way: keep this writing
         return found
 
     def _new(self, kind: str, value: str, norm: str) -> str:

@@ -11,13 +11,15 @@ import os
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from deploysim.pipeline.replay import WEIGHT_KEY, cut_indices
+from deploysim.core.registry import REGISTRY
 from deploysim.core.schema import Record, RecordError, Reject
+from deploysim.pipeline.replay import cut_indices
 from deploysim.pipeline.sources._base import FormatParser, SourceContext
 from deploysim.pipeline.sources._io import (
     MAX_NESTING,
@@ -29,29 +31,17 @@ from deploysim.pipeline.sources._io import (
     nesting_depth,
     sample_values,
 )
-from deploysim.pipeline.sources.inspect_log import InspectLog
-from deploysim.pipeline.sources.langfuse import Langfuse
-from deploysim.pipeline.sources.langsmith import LangSmith
-from deploysim.pipeline.sources.mini_swe_agent import MiniSweAgent
-from deploysim.pipeline.sources.native import NativeRecords
-from deploysim.pipeline.sources.openai_chat import AgentTrajectory, OpenAIChat
-from deploysim.pipeline.sources.openhands import OpenHands
-from deploysim.pipeline.sources.openinference import OpenInference
-from deploysim.pipeline.sources.otel import OTelGenAI
-from deploysim.pipeline.sources.sharegpt import ShareGPT
-from deploysim.pipeline.sources.swe_agent import SWEAgent
+from deploysim.pipeline.sources.native import RECORD_COLUMN, native_row
 
-#: Detection order matters: the most specific shapes first (OpenInference before OTel GenAI,
-#: the coding agents before plain OpenAI chat, which also has ``messages``).
-PARSERS: dict[str, FormatParser] = {
-    p.name: p for p in (NativeRecords(), InspectLog(), MiniSweAgent(), SWEAgent(), OpenHands(), Langfuse(),
-                        LangSmith(), OpenInference(), OTelGenAI(), ShareGPT(), AgentTrajectory(), OpenAIChat())
-}
-FORMATS: tuple[str, ...] = ("auto", *PARSERS)
+#: Input formats are ``deploysim.sources`` entry points (core/registry.py): names without importing them.
+FORMATS: tuple[str, ...] = ("auto", *REGISTRY.names("source"))
 DEFAULT_MAX_MESSAGE_CHARS = 1_000_000
+#: A record's sampling weight, when a log carries one among its fields.
+LEGACY_WEIGHT_KEY = "sampling_weight"
 
 __all__ = [
     "FORMATS",
+    "RECORD_COLUMN",
     "RecordError",
     "SkippedInputs",
     "SourceError",
@@ -59,15 +49,32 @@ __all__ = [
     "detect_format",
     "iter_inputs",
     "iter_records",
+    "native_row",
+    "parser",
+    "parsers",
 ]
+
+
+def parser(name: str) -> FormatParser:
+    """The parser registered as ``name`` (a class built with no arguments, named by its entry point)."""
+    instance: FormatParser = REGISTRY.get("source", name)()
+    instance.name = name
+    return instance
+
+
+def parsers() -> dict[str, FormatParser]:
+    """Every parser, in detection order: the most specific shapes first (``detect_order``, default 50)."""
+    built = sorted((parser(n) for n in REGISTRY.names("source")), key=lambda p: getattr(p, "detect_order", 50))
+    return {p.name: p for p in built}
 
 
 def detect_format(path: Path) -> str:
     """The format of ``path``: judged from the file itself (zip members, a log header), else by a vote
     of its first readable values — one damaged value must not refuse a file of good ones."""
     check_container(path)
-    for name, parser in PARSERS.items():
-        sniff = getattr(parser, "sniff_file", None)
+    known = parsers()
+    for name, candidate in known.items():
+        sniff = getattr(candidate, "sniff_file", None)
         if sniff is not None and _sniffs(sniff, path):
             return name
     samples = sample_values(path)
@@ -75,16 +82,16 @@ def detect_format(path: Path) -> str:
         raise SourceError(f"{path}: no readable JSON values to detect the format from; pass --format")
     votes: dict[str, int] = {}
     for sample in samples:
-        name = next((n for n, parser in PARSERS.items() if _matches(parser, sample)), None)
-        if name is not None:
-            votes[name] = votes.get(name, 0) + 1
+        match = next((n for n, candidate in known.items() if _matches(candidate, sample)), None)
+        if match is not None:
+            votes[match] = votes.get(match, 0) + 1
     if votes:
-        return max(PARSERS, key=lambda n: votes.get(n, 0))  # ties: the more specific format (earlier)
+        return max(known, key=lambda n: votes.get(n, 0))  # ties: the more specific format (earlier)
     first = samples[0]
     shape = f"an object with keys {sorted(first)[:8]}" if isinstance(first, dict) else type(first).__name__
     raise SourceError(
         f"{path}: unknown content (first value is {shape}); expected one of "
-        f"{', '.join(PARSERS)} — pass --format to choose"
+        f"{', '.join(known)} — pass --format to choose"
     )
 
 
@@ -129,11 +136,15 @@ def validate_record(record: Record, max_message_chars: int) -> None:
     if not cut_indices(record):
         raise RecordError("messages", "nothing to replay: no assistant turn follows a user or tool message",
                           record.id)
-    if WEIGHT_KEY in record.metadata:
-        weight = record.metadata[WEIGHT_KEY]
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
-            shown = type(weight).__name__ if not isinstance(weight, (int, float)) else "not a positive finite number"
-            raise RecordError(WEIGHT_KEY, f"a sampling weight must be a positive number ({shown})", record.id)
+    if LEGACY_WEIGHT_KEY in record.metadata:  # a weight in the log's own fields (and files ingested before
+        value = record.metadata.pop(LEGACY_WEIGHT_KEY)  # weight was a typed field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecordError(LEGACY_WEIGHT_KEY, f"a sampling weight must be a number, got {type(value).__name__}",
+                              record.id)
+        record.weight = float(value)
+    if not 0 < record.weight < float("inf"):
+        raise RecordError("weight",
+                          "a sampling weight must be a positive finite number", record.id)
     for name in ("tools", "metadata"):
         if nesting_depth(getattr(record, name)) > MAX_NESTING:
             raise RecordError(name, f"nested deeper than {MAX_NESTING} levels (the limit)", record.id)
@@ -170,18 +181,18 @@ def iter_inputs(
     files = list(check_paths(paths))
     for path in files:
         name = detect_format(path) if format == "auto" else format
-        parser = PARSERS[name]
+        chosen = parser(name)
         # The same file given twice is read twice: its records get a distinct origin (and point ids).
         copy = seen[path.resolve()] = seen.get(path.resolve(), -1) + 1
         label = origin_label(path, files)
         origin = f"{label}#{copy}" if copy else label
-        reader = getattr(parser, "iter_values", None) or iter_raw
+        reader = getattr(chosen, "iter_values", None) or iter_raw
         for raw in _guarded(reader(path), path):
             if isinstance(raw, RawError):
                 yield Reject(source_file=str(path), line=raw.location, member=raw.member, field=raw.field,
                              reason=raw.reason)
                 continue
-            yield from _parse_one(parser, raw, path, origin, max_message_chars, skipped)
+            yield from _parse_one(chosen, raw, path, origin, max_message_chars, skipped)
 
 
 def origin_label(path: Path, files: list[Path]) -> str:
@@ -212,22 +223,22 @@ def _parse_one(parser: FormatParser, raw: RawValue, path: Path, origin: str, max
     """One decoded value to its records, or one reject: the error boundary of parsing and validation."""
     where = f"{path.name}:{raw.member}" if raw.member else f"{path.name}:{raw.location}"
     ctx = SourceContext(str(path), raw.location, where, raw.member)
-    at = {"source_file": str(path), "line": raw.location, "member": raw.member}
+    at = partial(Reject, source_file=str(path), line=raw.location, member=raw.member)
     try:
         records = list(parser.parse(raw.value, ctx))
         for k, record in enumerate(records):
             validate_record(record, max_chars)
             record.origin = f"{origin}:{raw.location}" + (f".{k}" if k else "")
     except RecordError as exc:
-        yield Reject(**at, record_id=exc.record_id, field=exc.field, reason=exc.reason)
+        yield at(record_id=exc.record_id, field=exc.field, reason=exc.reason)
         return
     except ValidationError as exc:  # never quote the input: it may hold PII
         first = exc.errors(include_input=False, include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or None
-        yield Reject(**at, field=field, reason=f"not a valid {parser.name} record: {first['msg']}")
+        yield at(field=field, reason=f"not a valid {parser.name} record: {first['msg']}")
         return
     except Exception as exc:  # any other failure costs this value only; the message may quote input
-        yield Reject(**at, reason=f"not a valid {parser.name} record: {type(exc).__name__}")
+        yield at(reason=f"not a valid {parser.name} record: {type(exc).__name__}")
         return
     if not records and skipped is not None:
         skipped.add(f"{parser.name} value with no conversation in it (e.g. a non-LLM span)")

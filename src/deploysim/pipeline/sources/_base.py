@@ -58,6 +58,12 @@ def text_content(content: Any, field: str) -> str | None:
     raise RecordError(field, f"content must be a string, a list of parts or null, got {type(content).__name__}")
 
 
+def dict_field(value: dict[str, Any], key: str) -> dict[str, Any]:
+    """``value[key]`` when it is an object, else an empty one (optional nested metadata)."""
+    found = value.get(key)
+    return found if isinstance(found, dict) else {}
+
+
 def json_field(value: Any, field: str) -> Any:
     """A field that may hold JSON as text (tables, OTel attributes): decoded, or a RecordError."""
     if isinstance(value, str):

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from deploysim.core.schema import ROLES, Message, Record, RecordError, ToolCall
-from deploysim.pipeline.sources._base import SourceContext, tool_arguments
+from deploysim.pipeline.sources._base import SourceContext, dict_field, tool_arguments
 from deploysim.pipeline.sources._io import (
     RawError,
     RawValue,
@@ -68,7 +68,8 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, fp: Any) -> bytes:
 
 
 class InspectLog:
-    name = "inspect"
+    name: str  # the entry-point name, set when registered
+    detect_order = 12
 
     def sniff_file(self, path: Path) -> bool:
         kind = container_kind(path)
@@ -148,7 +149,7 @@ class InspectLog:
         spec, sample = value.get("eval") or {}, value["sample"]
         sample_id, epoch = sample.get("id"), sample.get("epoch", 1)
         record_id = f"{spec.get('task', 'inspect')}/{sample_id}/epoch{epoch}"
-        attachments = sample.get("attachments") if isinstance(sample.get("attachments"), dict) else {}
+        attachments = dict_field(sample, "attachments")
         raw_messages = sample.get("messages")
         if not isinstance(raw_messages, list):
             raise RecordError("messages", "sample has no messages list", record_id)
@@ -157,7 +158,7 @@ class InspectLog:
         except RecordError as exc:
             exc.record_id = record_id
             raise
-        scores = sample.get("scores") if isinstance(sample.get("scores"), dict) else {}
+        scores = dict_field(sample, "scores")
         meta: dict[str, Any] = {f"inspect_{k}": spec[k] for k in EVAL_KEYS if spec.get(k) is not None}
         meta |= {"sample_id": sample_id, "epoch": epoch, "conversation_id": str(sample_id),
                  "scores": {name: s.get("value") if isinstance(s, dict) else s for name, s in scores.items()}}

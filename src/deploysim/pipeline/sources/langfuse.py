@@ -52,7 +52,8 @@ def reply_message(output: Any, field: str) -> Message | None:
 
 
 class Langfuse:
-    name = "langfuse"
+    name: str  # the entry-point name, set when registered
+    detect_order = 17
 
     def matches(self, sample: Any) -> bool:
         if not isinstance(sample, dict):

@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from deploysim.core.schema import Message, Record, RecordError, ToolCall
+from deploysim.core.schema import Message, Record, RecordError, Role, ToolCall
 from deploysim.pipeline.sources._base import (
     SourceContext,
+    dict_field,
     json_field,
     parse_openai_message,
     parse_tool_calls,
@@ -32,7 +33,7 @@ from deploysim.pipeline.sources._base import (
 from deploysim.pipeline.sources.langfuse import reply_message
 
 #: LangChain message types (class names and ``type`` values) -> roles.
-LC_ROLES = {"human": "user", "HumanMessage": "user", "HumanMessageChunk": "user",
+LC_ROLES: dict[str, Role] = {"human": "user", "HumanMessage": "user", "HumanMessageChunk": "user",
             "ai": "assistant", "AIMessage": "assistant", "AIMessageChunk": "assistant",
             "system": "system", "SystemMessage": "system", "tool": "tool", "ToolMessage": "tool",
             "function": "tool", "FunctionMessage": "tool", "chat": "user", "ChatMessage": "user"}
@@ -62,14 +63,15 @@ def langchain_message(raw: Any, field: str) -> Message:
             calls.append(ToolCall(id=str(call.get("id") or f"call_{j}"), name=str(call["name"]),
                                   arguments=tool_arguments(call.get("args"))))
     if not calls:
-        extra = body.get("additional_kwargs") if isinstance(body.get("additional_kwargs"), dict) else {}
+        extra = dict_field(body, "additional_kwargs")
         calls = parse_tool_calls(extra.get("tool_calls"), f"{field}.additional_kwargs.tool_calls")
     return Message(role=role, content=text_content(body.get("content"), f"{field}.content"), tool_calls=calls,
                    tool_call_id=body.get("tool_call_id"), name=body.get("name") if role == "tool" else None)
 
 
 class LangSmith:
-    name = "langsmith"
+    name: str  # the entry-point name, set when registered
+    detect_order = 18
 
     def matches(self, sample: Any) -> bool:
         return isinstance(sample, dict) and "run_type" in sample and "inputs" in sample
@@ -97,9 +99,9 @@ class LangSmith:
         except RecordError as exc:
             exc.record_id = record_id
             raise
-        extra = value.get("extra") if isinstance(value.get("extra"), dict) else {}
-        params = extra.get("invocation_params") if isinstance(extra.get("invocation_params"), dict) else {}
-        run_meta = extra.get("metadata") if isinstance(extra.get("metadata"), dict) else {}
+        extra = dict_field(value, "extra")
+        params = dict_field(extra, "invocation_params")
+        run_meta = dict_field(extra, "metadata")
         tools = [t for t in params.get("tools") or [] if isinstance(t, dict)]
         conversation = run_meta.get("thread_id") or run_meta.get("session_id") or value.get("trace_id")
         meta = {"trace_id": value.get("trace_id"), "conversation_id": conversation, "run_name": value.get("name"),

@@ -29,6 +29,7 @@ from deploysim.pipeline.sources._base import (
     BASH_TOOL,
     SourceContext,
     bash_call,
+    dict_field,
     file_id,
     parse_openai_message,
     text_content,
@@ -39,7 +40,8 @@ ACTION = re.compile(r"```(?:mswea_bash_command|bash)\s*\n(.*?)\n```", re.DOTALL)
 
 
 class MiniSweAgent:
-    name = "mini-swe-agent"
+    name: str  # the entry-point name, set when registered
+    detect_order = 14
 
     def matches(self, sample: Any) -> bool:
         return (isinstance(sample, dict) and isinstance(sample.get("messages"), list)
@@ -48,7 +50,7 @@ class MiniSweAgent:
     def parse(self, value: Any, ctx: SourceContext) -> Iterator[Record]:
         if not isinstance(value, dict):
             raise RecordError("<record>", f"expected an object, got {type(value).__name__}")
-        info = value.get("info") if isinstance(value.get("info"), dict) else {}
+        info = dict_field(value, "info")
         record_id = str(value.get("instance_id") or file_id(ctx, (".traj.json", ".traj")))
         raw_messages = value.get("messages")
         if not isinstance(raw_messages, list):
@@ -61,7 +63,7 @@ class MiniSweAgent:
             for i, raw in enumerate(raw_messages):
                 field = f"messages[{i}]"
                 if isinstance(raw, dict) and raw.get("role") == "exit":
-                    extra = raw.get("extra") if isinstance(raw.get("extra"), dict) else {}
+                    extra = dict_field(raw, "extra")
                     meta["exit_status"] = extra.get("exit_status") or meta["exit_status"]
                     break
                 if pending is not None and isinstance(raw, dict) and raw.get("role") == "user":

@@ -11,10 +11,12 @@ from deploysim.core.schema import Record, RecordError
 from deploysim.pipeline.sources._base import SourceContext
 
 RECORD_COLUMN = "record_json"
+#: Where files ingested before ``Record.weight`` existed kept the sampling weight.
 
 
 class NativeRecords:
-    name = "deploysim"
+    name: str  # the entry-point name, set when registered
+    detect_order = 10
 
     def matches(self, sample: Any) -> bool:
         return isinstance(sample, dict) and RECORD_COLUMN in sample

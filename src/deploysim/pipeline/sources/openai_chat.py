@@ -19,7 +19,8 @@ def _tools(value: dict[str, Any]) -> list[dict[str, Any]]:
 class OpenAIChat:
     """One conversation per value: ``{"id"?, "messages": [...], "tools"?, "metadata"?}``."""
 
-    name = "openai"
+    name: str  # the entry-point name, set when registered
+    detect_order = 90
     messages_key = "messages"
 
     def matches(self, sample: Any) -> bool:
@@ -50,7 +51,8 @@ class OpenAIChat:
 class AgentTrajectory(OpenAIChat):
     """tau-bench style: ``{"task_id", "trial", "reward", "traj": [OpenAI tool-calling messages]}``."""
 
-    name = "trajectory"
+    name: str  # the entry-point name, set when registered
+    detect_order = 40
     messages_key = "traj"
 
     def matches(self, sample: Any) -> bool:

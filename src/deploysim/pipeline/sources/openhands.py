@@ -30,8 +30,8 @@ from typing import Any
 
 import orjson
 
-from deploysim.core.schema import Message, Record, RecordError, ToolCall
-from deploysim.pipeline.sources._base import SourceContext, file_id, text_content, tool_arguments
+from deploysim.core.schema import Message, Record, RecordError, Role, ToolCall
+from deploysim.pipeline.sources._base import SourceContext, dict_field, file_id, text_content, tool_arguments
 from deploysim.pipeline.sources._io import RawError, RawValue, iter_raw, iter_whole, open_binary
 
 #: Actions logged without tool-call metadata (older runs, user-issued commands): their tool's name.
@@ -49,7 +49,8 @@ def is_event(value: Any) -> bool:
 
 
 class OpenHands:
-    name = "openhands"
+    name: str  # the entry-point name, set when registered
+    detect_order = 16
 
     def matches(self, sample: Any) -> bool:
         if is_event(sample):
@@ -102,7 +103,7 @@ class OpenHands:
             if not isinstance(event, dict):
                 raise RecordError(where, f"event must be an object, got {type(event).__name__}")
             source = event.get("source")
-            args = event.get("args") if isinstance(event.get("args"), dict) else {}
+            args = dict_field(event, "args")
             meta = event.get("tool_call_metadata") if isinstance(event.get("tool_call_metadata"), dict) else None
             if "observation" in event:
                 call = None
@@ -131,7 +132,7 @@ class OpenHands:
                     tools = [t for t in args["tools"] if isinstance(t, dict)]
                 continue
             if action == "message" or (action == "finish" and source == "agent"):
-                role = "user" if source == "user" else "assistant"
+                role: Role = "user" if source == "user" else "assistant"
                 text = args.get("content") if action == "message" else (
                     args.get("final_thought") or args.get("message") or event.get("message"))
                 messages.append(Message(role=role, content=text_content(text, f"{where}.args.content")))
@@ -157,7 +158,7 @@ class OpenHands:
               index: int) -> tuple[ToolCall, str | None, str | None]:
         thought = args.get("thought") if isinstance(args.get("thought"), str) else None
         if meta and meta.get("tool_call_id") and meta.get("function_name"):
-            response = meta.get("model_response") if isinstance(meta.get("model_response"), dict) else {}
+            response = dict_field(meta, "model_response")
             arguments: Any = None
             choices = response.get("choices") or []
             message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from deploysim.core.schema import ROLES, Message, Record, RecordError, ToolCall
-from deploysim.pipeline.sources._base import SourceContext, flatten, json_field, tool_arguments
+from deploysim.pipeline.sources._base import SourceContext, dict_field, flatten, json_field, tool_arguments
 from deploysim.pipeline.sources.otel import attributes
 
 _MESSAGE = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
@@ -45,7 +45,8 @@ def span_attributes(span: dict[str, Any]) -> dict[str, Any]:
 
 
 class OpenInference:
-    name = "openinference"
+    name: str  # the entry-point name, set when registered
+    detect_order = 19
 
     def matches(self, sample: Any) -> bool:
         if not isinstance(sample, dict):
@@ -60,7 +61,7 @@ class OpenInference:
         kind = str(attrs.get("openinference.span.kind", "LLM")).upper()
         if kind != "LLM":
             return
-        context = value.get("context") if isinstance(value.get("context"), dict) else {}
+        context = dict_field(value, "context")
         trace_id = value.get("traceId") or context.get("trace_id") or value.get("context.trace_id") or ""
         span_id = value.get("spanId") or context.get("span_id") or value.get("context.span_id") or ""
         record_id = f"{trace_id}:{span_id}" if span_id else ctx.fallback_id
@@ -77,7 +78,7 @@ class OpenInference:
             messages += [self._message(fields, f"attributes.llm.output_messages.{i}")
                          for i, fields in sorted(sides["output"].items())]
             tools = []
-            for key in sorted((k for k in attrs if _TOOL.match(k)), key=lambda k: int(_TOOL.match(k).group(1))):
+            for _, key in sorted((int(m.group(1)), k) for k in attrs if (m := _TOOL.match(k))):
                 spec = json_field(attrs[key], f"attributes.{key}")
                 if isinstance(spec, dict):
                     tools.append(spec if "type" in spec else {"type": "function", "function": spec})

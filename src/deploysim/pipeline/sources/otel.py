@@ -215,7 +215,8 @@ def _messages_from_indexed(attrs: dict[str, Any]) -> list[Message] | None:
 
 
 class OTelGenAI:
-    name = "otel"
+    name: str  # the entry-point name, set when registered
+    detect_order = 20
 
     def matches(self, sample: Any) -> bool:
         if not isinstance(sample, dict):
@@ -226,7 +227,8 @@ class OTelGenAI:
             attrs = attributes(sample.get("attributes"))
         except RecordError:
             attrs = {}
-        events = sample.get("events") if isinstance(sample.get("events"), list) else []
+        raw_events = sample.get("events")
+        events: list[Any] = raw_events if isinstance(raw_events, list) else []
         has_genai = any(k.startswith("gen_ai.") for k in attrs) or any(
             isinstance(e, dict) and str(e.get("name", "")).startswith("gen_ai.") for e in events
         )
@@ -245,7 +247,9 @@ class OTelGenAI:
         yield from self._span(value, ctx)
 
     def _span(self, span: dict[str, Any], ctx: SourceContext) -> Iterator[Record]:
-        context = span.get("context") if isinstance(span.get("context"), dict) else {}
+        context = span.get("context")
+        if not isinstance(context, dict):
+            context = {}
         trace_id = span.get("traceId") or context.get("trace_id") or ""
         span_id = span.get("spanId") or context.get("span_id") or ""
         record_id = f"{trace_id}:{span_id}" if span_id else ctx.fallback_id

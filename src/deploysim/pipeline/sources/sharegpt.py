@@ -25,7 +25,8 @@ SHAREGPT_ROLES = {
 
 
 class ShareGPT:
-    name = "sharegpt"
+    name: str  # the entry-point name, set when registered
+    detect_order = 30
 
     def matches(self, sample: Any) -> bool:
         return isinstance(sample, dict) and isinstance(sample.get("conversations"), list)

@@ -27,6 +27,7 @@ from deploysim.pipeline.sources._base import (
     BASH_TOOL,
     SourceContext,
     bash_call,
+    dict_field,
     file_id,
     parse_openai_message,
     parse_tool_calls,
@@ -35,7 +36,8 @@ from deploysim.pipeline.sources._base import (
 
 
 class SWEAgent:
-    name = "swe-agent"
+    name: str  # the entry-point name, set when registered
+    detect_order = 15
 
     def matches(self, sample: Any) -> bool:
         if not isinstance(sample, dict):
@@ -51,7 +53,7 @@ class SWEAgent:
         if not isinstance(value, dict):
             raise RecordError("<record>", f"expected an object, got {type(value).__name__}")
         record_id = str(value.get("instance_id") or file_id(ctx, (".traj",)))
-        info = value.get("info") if isinstance(value.get("info"), dict) else {}
+        info = dict_field(value, "info")
         try:
             if isinstance(value.get("history"), list) and value["history"]:
                 messages, source = self._history(value["history"], record_id), "history"
