@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput, model_provider
@@ -127,8 +128,57 @@ class OpenAICompatibleModel:
             ),
         )
 
+    async def target_logprobs(self, messages: list[Message], targets: list[str]) -> list[float]:
+        """log P(reply starts with each target); one completions request per target (see ``target_logprob``)."""
+        return [await self.target_logprob(messages, t) for t in targets]
+
+    async def target_logprob(self, messages: list[Message], target: str) -> float:
+        """log P(reply starts with ``target``) through the legacy completions route with ``echo`` and
+        ``logprobs`` (llama.cpp server, vLLM): the chat prompt is rendered here (ChatML, or the Jinja
+        template in ``$DEPLOYSIM_CHAT_TEMPLATE``), the target appended, and its tokens' log-probabilities
+        summed. Providers without that route (OpenAI's chat models) get a clear error.
+        """
+        prompt = render_chat_prompt(messages)
+        try:
+            response = await self._client.completions.create(
+                model=self.model, prompt=prompt + target, echo=True, logprobs=1, max_tokens=1, temperature=0)
+            logprobs = response.choices[0].logprobs
+            if logprobs is None or not logprobs.token_logprobs or not logprobs.text_offset:
+                raise ModelCallError(f"{self.model_id} returned no prompt log-probabilities: it cannot score a "
+                                     "target prefix (use --samples K instead)", retryable=False)
+        except ModelCallError:
+            raise
+        except Exception as exc:
+            error = classify_openai_error(exc)
+            if error.status in (400, 404, 405, 422, 501):
+                raise ModelCallError(f"{self.model_id} does not offer completions with echo and logprobs "
+                                     f"(HTTP {error.status}): it cannot score a target prefix; use --samples K",
+                                     retryable=False, status=error.status) from None
+            raise error from None
+        end = len(prompt) + len(target)
+        total = 0.0
+        for offset, value in zip(logprobs.text_offset, logprobs.token_logprobs, strict=False):
+            if len(prompt) <= offset < end and value is not None:
+                total += float(value)
+        return total
+
     async def aclose(self) -> None:
         await self._client.close()
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def render_chat_prompt(messages: list[Message]) -> str:
+    """The raw prompt for a chat: ChatML, or the Jinja chat template file in ``$DEPLOYSIM_CHAT_TEMPLATE``."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    path = os.environ.get("DEPLOYSIM_CHAT_TEMPLATE")
+    template = Path(path).read_text() if path else CHATML
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=to_openai_messages(messages), add_generation_prompt=True,
+                                            bos_token="", eos_token="")
 
 
 @model_provider("openai", "OpenAI API; key from OPENAI_API_KEY, base URL from OPENAI_BASE_URL")
