@@ -222,3 +222,18 @@ def test_targets_that_extend_another_are_dropped(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("\n \n")
     with pytest.raises(F.ForecastError, match="holds no target"):
         read_targets(None, tmp_path / "empty.txt")
+
+
+def test_run_samples_writes_k_replies_per_point(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    sources = Path(__file__).parent / "fixtures" / "sources"
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "--data", str(sources / "openai_chat.jsonl"), "--candidate",
+                                       "instant/echo", "--samples", "3", "--no-presidio", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(out / "generations.parquet").to_pylist()
+    candidate = [r for r in rows if r["deployment"] == "candidate"]
+    points = {r["point_id"] for r in candidate}
+    assert len(candidate) == 3 * len(points) and {r["sample_index"] for r in candidate} == {0, 1, 2}
+    assert yaml.safe_load((out / "config.yaml").read_text().split("\n", 1)[1])["deployments"][0]["samples"] == 3

@@ -79,6 +79,9 @@ def print_forecast(result: dict[str, Any]) -> None:
             table.add_row(name, f"{row['volume']:,}", f"{_sci(row['worst_query_p'])} [{_sci(lo)}, {_sci(hi)}]",
                           f"{_sci(row['expected_count'])} [{_sci(clo)}, {_sci(chi)}]", f"{f['fit']['r2']:.3f}")
     console.print(table)
+    for name, f in result["forecast"].items():
+        for warning in f["diagnostics"].get("warnings", []):
+            console.print(f"[yellow]warning[/yellow] {name}: {warning}", highlight=False)
     for name, v in (result.get("validation") or {}).items():
         console.print(
             f"validation {name}: fitted on {v['subset_points']} of {v['points']} points x {v['repeats']} subsets; "

@@ -142,8 +142,9 @@ class OpenAICompatibleModel:
         try:
             response = await self._client.completions.create(
                 model=self.model, prompt=prompt + target, echo=True, logprobs=1, max_tokens=1, temperature=0)
-            logprobs = response.choices[0].logprobs
-            if logprobs is None or not logprobs.token_logprobs or not logprobs.text_offset:
+            choice = response.choices[0]
+            logprobs = choice.logprobs
+            if logprobs is None or not logprobs.token_logprobs or not logprobs.tokens:
                 raise ModelCallError(f"{self.model_id} returned no prompt log-probabilities: it cannot score a "
                                      "target prefix (use --samples K instead)", retryable=False)
         except ModelCallError:
@@ -155,15 +156,42 @@ class OpenAICompatibleModel:
                                      f"(HTTP {error.status}): it cannot score a target prefix; use --samples K",
                                      retryable=False, status=error.status) from None
             raise error from None
-        end = len(prompt) + len(target)
-        total = 0.0
-        for offset, value in zip(logprobs.text_offset, logprobs.token_logprobs, strict=False):
-            if len(prompt) <= offset < end and value is not None:
-                total += float(value)
-        return total
+        generated = getattr(response.usage, "completion_tokens", None)
+        return _target_tail_logprob(list(logprobs.tokens), list(logprobs.token_logprobs), choice.text or "",
+                                    prompt + target, target, self.model_id, generated)
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _target_tail_logprob(tokens: list[str], values: list[float | None], text: str, scored: str, target: str,
+                         model_id: str, generated_tokens: int | None = None) -> float:
+    """Sum the log-probabilities of the tokens that spell ``target`` just before the generated tail.
+
+    Token texts, not ``text_offset``: servers count offsets differently around special tokens.
+    The generated tail is ``generated_tokens`` tokens (the usage count), else the text after ``scored``.
+    """
+    generated = text[len(scored):] if text.startswith(scored) else ""
+    if generated_tokens is not None:
+        end = max(len(tokens) - generated_tokens, 0)
+        tail = generated = "".join(tokens[end:])
+    else:
+        end, tail = len(tokens), ""
+        while end > 0 and len(tail) < len(generated):  # the completion's own token(s)
+            end -= 1
+            tail = tokens[end] + tail
+    total, spelled, i = 0.0, "", end
+    while i > 0 and len(spelled) < len(target):
+        i -= 1
+        spelled = tokens[i] + spelled
+        if values[i] is None:
+            break
+        total += float(values[i])
+    if spelled != target or tail != generated:
+        raise ModelCallError(f"{model_id}: the server's tokens do not separate the target from the prompt "
+                             "(it merges them into one token); choose a target that starts a new token",
+                             retryable=False)
+    return total
 
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -103,6 +103,9 @@ def forecast_html(result: dict[str, Any]) -> str:
                  f"{_fmt(f['fit']['slope'])}, R² {_fmt(f['fit']['r2'])}; slope by k: {escape(slopes)}; "
                  f"observed max p {_fmt(f['observed_max_p'])}, mean p {_fmt(f['observed_mean_p'])}; "
                  f"{f['bootstrap_replicates']} bootstrap replicates ({f['bootstrap_failed']} failed)</p>")
+        warns = "".join(f"<li>{escape(w)}</li>" for w in d.get("warnings", []))
+        if warns:
+            notes += f"<ul class=\"notes\">{warns}</ul>"
         validation = result.get("validation", {}).get(name)
         columns.append(f"<div class=\"col\"><h4>{escape(name)}</h4>{_svg(name, f, COLOURS[i % len(COLOURS)])}"
                        f"{_table(f)}{notes}{_validation(validation) if validation else ''}</div>")

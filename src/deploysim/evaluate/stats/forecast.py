@@ -229,6 +229,17 @@ def diagnostics(logp: np.ndarray, fit: TailFit) -> dict[str, Any]:
     slopes = [s for s in out["slope_by_top_k"].values() if s is not None]
     out["slope_spread"] = float(max(slopes) / min(slopes)) if len(slopes) > 1 else None
     out["distinct_top_values"] = int(np.unique(np.round(fit.psi_top, 12)).size)
+    warnings = []
+    if out["distinct_top_values"] < fit.k:
+        warnings.append(f"the top {fit.k} hold only {out['distinct_top_values']} distinct values (ties: with K "
+                        "samples p moves in steps of 1/K); draw more samples per point")
+    if fit.r2 < 0.9:
+        warnings.append(f"the top {fit.k} are not on a line (R² {fit.r2:.2f}): the Gumbel-tail assumption is "
+                        "doubtful here")
+    if out["slope_spread"] is not None and out["slope_spread"] > 1.5:
+        warnings.append(f"the slope changes {out['slope_spread']:.1f}x between top-k values: the forecast depends "
+                        "on k")
+    out["warnings"] = warnings
     return out
 
 
@@ -253,12 +264,17 @@ def forecast(logp: Any, volumes: list[int], top_k: int = DEFAULT_TOP_K, *, repli
         lo, hi = np.quantile(samples, [alpha, 1 - alpha], axis=0)
         return [(float(a), float(b)) for a, b in zip(lo, hi, strict=True)]
 
+    found = diagnostics(logp, fit)
+    failed = int((~ok).sum())
+    if failed > 0.05 * replicates:
+        found["warnings"].append(f"{failed} of {replicates} bootstrap refits failed (ties or too few p > 0): the "
+                                 "intervals rest on the rest")
     return Forecast(
         fit=fit, volumes=list(volumes), worst_query_p=[float(x) for x in fit.worst_query_p(v)],
         worst_query_p_interval=interval(worst_boot), expected_count=[float(x) for x in fit.expected_count(v)],
         expected_count_interval=interval(count_boot), confidence=confidence, replicates=replicates,
-        failed_replicates=int((~ok).sum()), observed_max_p=float(np.exp(np.max(logp))),
-        observed_mean_p=float(np.mean(np.exp(logp))), diagnostics=diagnostics(logp, fit),
+        failed_replicates=failed, observed_max_p=float(np.exp(np.max(logp))),
+        observed_mean_p=float(np.mean(np.exp(logp))), diagnostics=found,
     )
 
 
