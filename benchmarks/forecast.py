@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--hh", type=int, default=1200)
     parser.add_argument("--sharegpt", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stage", choices=["all", "score", "fit"], default="all")
+    parser.add_argument("--stage", choices=["all", "score", "fit", "table"], default="all")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +83,9 @@ def main() -> None:
         "hh": hh_records(args.data_dir / "hh-rlhf-harmless/test.jsonl.gz", args.hh, args.seed),
         "sharegpt": sharegpt_records(args.data_dir / "sharegpt/conversations.json.gz", args.sharegpt, args.seed),
     }
+    if args.stage == "table":
+        table(out, list(suites))
+        return
     for name, records in suites.items():
         run = out / f"run-{name}"
         if args.stage in ("all", "score"):
@@ -101,6 +104,39 @@ def main() -> None:
             sh([*deploysim, "forecast", str(run), "--target-file", str(targets), "--volume", "1000000",
                 "--out", str(out / f"forecast-{name}"), "--validate"])
     print(f"wall time {time.time() - started:.0f} s", flush=True)
+    table(out, list(suites))
+
+
+def table(out: Path, suites: list[str], top_ks: tuple[int, ...] = (5, 10, 20)) -> None:
+    """The README table, from the saved scores (no model call): per suite and for both together."""
+    import numpy as np
+
+    from deploysim.checks.forecast import from_targets, read_targets
+    from deploysim.evaluate.stats import forecast as F
+
+    targets = read_targets(None, out / "targets.txt")
+    logps = {name: from_targets(out / f"run-{name}", targets, show_progress=False)[0].logp for name in suites}
+    logps["both"] = np.concatenate([logps[name] for name in suites])
+    print("| suite | points | observed max p | top-k | R² | 10% fit -> max p at all points (median of 20) | "
+          "observed | error (orders of magnitude, median; range) | within 1 order | worst-query p at 10^6 [95%] "
+          "| expected count at 10^6 [95%] |")
+    print("|---" * 11 + "|")
+    for name, logp in logps.items():
+        for k in top_ks:
+            f = F.forecast(logp, [10**6], k, replicates=1000, seed=0)
+            v = F.validate(logp, k, fraction=0.1, repeats=20, seed=0)
+            errors = v["per_volume"][-1]["errors_orders_of_magnitude"]
+            lo, hi = f.worst_query_p_interval[0]
+            clo, chi = f.expected_count_interval[0]
+            print(f"| {name} | {logp.size} | {np.exp(logp.max()):.3g} | {k} | {f.fit.r2:.3f} | "
+                  f"{v['forecast_worst_query_p']:.3g} | {v['observed_worst_query_p']:.3g} | "
+                  f"{v['error_orders_of_magnitude']:+.2f} ({min(errors):+.2f} to {max(errors):+.2f}) | "
+                  f"{100 * v['per_volume'][-1]['within_one_order']:.0f}% | {f.worst_query_p[0]:.3g} "
+                  f"[{lo:.3g}, {hi:.3g}] | {f.expected_count[0]:.3g} [{clo:.3g}, {chi:.3g}] |", flush=True)
+    for name, logp in logps.items():
+        p = np.exp(logp)
+        print(f"{name}: mean p {p.mean():.3g}; quantiles 50/90/99%: "
+              + ", ".join(f"{q:.3g}" for q in np.quantile(p, [0.5, 0.9, 0.99])))
 
 
 if __name__ == "__main__":

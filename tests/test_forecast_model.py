@@ -100,5 +100,6 @@ def test_samples_at_temperature_differ_from_each_other(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     import pyarrow.parquet as pq
 
-    texts = [r["text"] for r in pq.read_table(out / "generations.parquet").to_pylist() if r["deployment"] == "candidate"]
+    rows = pq.read_table(out / "generations.parquet").to_pylist()
+    texts = [r["text"] for r in rows if r["deployment"] == "candidate"]
     assert len(texts) == 3 and len(set(texts)) > 1, texts

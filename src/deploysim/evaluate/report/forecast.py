@@ -114,7 +114,8 @@ def forecast_html(result: dict[str, Any]) -> str:
            if method["method"] == "target" else "flagged / K of K graded samples per point")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'">
+<meta http-equiv="Content-Security-Policy"
+ content="default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'">
 <meta name="referrer" content="no-referrer">
 <title>deploysim forecast: {escape(result['behaviour'])}</title><style>{CSS}</style></head>
 <body><header><h1>Forecast: {escape(result['behaviour'])}</h1>
