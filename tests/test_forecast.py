@@ -237,3 +237,21 @@ def test_run_samples_writes_k_replies_per_point(tmp_path: Path) -> None:
     points = {r["point_id"] for r in candidate}
     assert len(candidate) == 3 * len(points) and {r["sample_index"] for r in candidate} == {0, 1, 2}
     assert yaml.safe_load((out / "config.yaml").read_text().split("\n", 1)[1])["deployments"][0]["samples"] == 3
+
+
+def test_completions_logprobs_are_summed_over_exactly_the_target_tokens() -> None:
+    from deploysim.core.models import ModelCallError
+    from deploysim.core.models.openai_api import _target_tail_logprob
+
+    prompt = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    tokens = ["<|im_start|>", "user", "\n", "hi", "<|im_end|>", "\n", "<|im_start|>", "assistant", "\n",
+              "I", "'m", " sorry", " for"]
+    values = [None, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -1.0, -0.25, -1.5, -0.5, -2.0, -0.75]
+    scored = prompt + "I'm sorry"
+    assert _target_tail_logprob(tokens, values, scored + " for", scored, "I'm sorry", "m", 1) == -4.0
+    assert _target_tail_logprob(tokens, values, scored + " for", scored, "I'm sorry", "m", None) == -4.0
+    # no generated token (the model stopped): the target ends the list
+    assert _target_tail_logprob(tokens[:-1], values[:-1], scored, scored, "I'm sorry", "m", 0) == -4.0
+    merged = [*tokens[:8], "\nI", "'m", " sorry", " for"]
+    with pytest.raises(ModelCallError, match="merges them into one token"):
+        _target_tail_logprob(merged, values[:12], scored + " for", scored, "I'm sorry", "m", 1)
