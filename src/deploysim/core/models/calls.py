@@ -64,8 +64,6 @@ class DeploymentCaller:
         """``params`` overrides the deployment's for this call only (an agent's first step may require a tool)."""
         deployment = self.deployment
         params = params or deployment.params
-        if sample_index and params.seed is not None:  # K samples must not share one seed (they would be equal)
-            params = params.model_copy(update={"seed": params.seed + sample_index})
         messages = deployment.apply_system_prompt(point.prefix)
         base = {"point_id": point.point_id, "deployment": deployment.name, "sample_index": sample_index}
         key = ""
