@@ -255,3 +255,14 @@ def test_completions_logprobs_are_summed_over_exactly_the_target_tokens() -> Non
     merged = [*tokens[:8], "\nI", "'m", " sorry", " for"]
     with pytest.raises(ModelCallError, match="merges them into one token"):
         _target_tail_logprob(merged, values[:12], scored + " for", scored, "I'm sorry", "m", 1)
+
+
+def test_diagnostics_warn_when_the_tail_is_not_a_line() -> None:
+    rng = np.random.default_rng(5)
+    clean = F.forecast(exact_tail_logp(3000, rng), [10**5], 20, replicates=50).diagnostics
+    assert clean["warnings"] == [] and 0.9 < clean["slope_spread"] < 1.5
+    # a tail made of two populations: steep below, a flat cluster of 10 high points on top
+    psi = np.r_[MU + rng.exponential(1 / LAM, 2990), np.full(5, -0.5), np.full(5, 0.5)]
+    bent = F.forecast(F.logp_of_psi(psi), [10**5], 20, replicates=50).diagnostics
+    assert bent["slope_spread"] > 1.5 and any("depends on k" in w for w in bent["warnings"])
+    assert any("distinct values" in w for w in bent["warnings"])

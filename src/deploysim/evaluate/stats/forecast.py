@@ -226,7 +226,7 @@ def diagnostics(logp: np.ndarray, fit: TailFit) -> dict[str, Any]:
         except ForecastError:
             stability[str(k)] = None
     out["slope_by_top_k"] = {str(fit.k): fit.slope, **stability}
-    slopes = [s for s in out["slope_by_top_k"].values() if s is not None]
+    slopes = [abs(s) for s in out["slope_by_top_k"].values() if s is not None]
     out["slope_spread"] = float(max(slopes) / min(slopes)) if len(slopes) > 1 else None
     out["distinct_top_values"] = int(np.unique(np.round(fit.psi_top, 12)).size)
     warnings = []
