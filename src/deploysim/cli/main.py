@@ -67,6 +67,7 @@ def _deployment(name: str, model: str, prompt: str | None, policy: str, opts: di
         "max_retries": opts["max_retries"],
         "requests_per_minute": opts["rpm"],
         "tokens_per_minute": opts["tpm"],
+        "samples": opts["samples"],
     }
     text = _system_prompt(prompt)
     if text is not None:
@@ -89,6 +90,8 @@ def _deployment(name: str, model: str, prompt: str | None, policy: str, opts: di
               help="Which assistant turn of each record to regenerate.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Replies per point and deployment (sample index in the cache key); for deploysim forecast.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True,
               help="Calls in flight per deployment.")

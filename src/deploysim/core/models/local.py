@@ -223,6 +223,56 @@ class _Engine:
         )
 
 
+    def prompt_text(self, messages: list[Message]) -> str:
+        """The prompt text ``create_chat_completion`` sends, from the GGUF's own chat template."""
+        template = self.llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ValueError("this GGUF carries no chat template, so a reply's prefix cannot be scored")
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        model = self.llama._model  # token texts for the template's bos/eos variables
+        eos = model.token_get_text(self.llama.token_eos()) if self.llama.token_eos() != -1 else ""
+        bos = model.token_get_text(self.llama.token_bos()) if self.llama.token_bos() != -1 else ""
+        return Jinja2ChatFormatter(template, eos, bos)(messages=to_openai_messages(messages)).prompt  # type: ignore[arg-type]
+
+    def target_logprobs(self, messages: list[Message], targets: list[str]) -> tuple[list[float], bool]:
+        """log P(the reply begins with each target): one pass over the prompt, then the targets' tokens.
+
+        Each target is tokenized on its own (its canonical tokenization); its log p is the sum over
+        its tokens of the log-softmax of the logits before each. Returns (log p per target, truncated).
+        """
+        import numpy as np
+        from llama_cpp import llama_get_logits_ith
+
+        def last_logprobs() -> np.ndarray:
+            logits = np.ctypeslib.as_array(llama_get_logits_ith(self.llama.ctx, -1), shape=(self.llama.n_vocab(),))
+            logits = logits.astype(np.float64)
+            top = logits.max()
+            return logits - top - np.log(np.exp(logits - top).sum())
+
+        with self.lock:
+            ids = [self.llama.tokenize(t.encode("utf-8"), add_bos=False, special=False) for t in targets]
+            longest = max(len(t) for t in ids)
+            fitted, truncated = self.fit(messages, longest + 1)
+            prompt_ids = self.llama.tokenize(self.prompt_text(fitted).encode("utf-8"), add_bos=False, special=True)
+            if len(prompt_ids) + longest > self.n_ctx:
+                raise ValueError("prompt and target exceed the context window")
+            self.llama.reset()
+            self.llama.eval(prompt_ids)
+            first = last_logprobs()
+            results = []
+            for target_ids in ids:
+                self.llama.n_tokens = len(prompt_ids)  # back to the end of the prompt (eval drops the rest)
+                total, current = 0.0, first
+                for i, token in enumerate(target_ids):
+                    total += float(current[token])
+                    if i + 1 < len(target_ids):
+                        self.llama.eval([token])
+                        current = last_logprobs()
+                results.append(total)
+            return results, truncated
+
+
 def _llama_response_format(requested: dict[str, Any] | None) -> dict[str, Any] | None:
     """llama-cpp-python's form of an OpenAI ``response_format`` (it knows ``json_object`` with a schema)."""
     if not requested:
@@ -261,6 +311,16 @@ class LocalLlamaModel:
             return await asyncio.to_thread(self._engine.complete, messages, params)
         except (ValueError, RuntimeError) as exc:
             raise ModelCallError(f"local model failed: {type(exc).__name__}", retryable=False) from None
+
+    async def target_logprobs(self, messages: list[Message], targets: list[str]) -> list[float]:
+        """log P(reply starts with each target) from llama.cpp's own logits (one pass over the prompt)."""
+        if self._engine is None:
+            self._engine = await asyncio.to_thread(_Engine.get, self.path, self.n_ctx)
+        try:
+            logps, _ = await asyncio.to_thread(self._engine.target_logprobs, messages, targets)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelCallError(f"local model failed to score a target: {exc}", retryable=False) from None
+        return logps
 
     async def aclose(self) -> None:
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput
@@ -127,8 +128,87 @@ class OpenAICompatibleModel:
             ),
         )
 
+    async def target_logprobs(self, messages: list[Message], targets: list[str]) -> list[float]:
+        """log P(reply starts with each target); one completions request per target (see ``target_logprob``)."""
+        return [await self.target_logprob(messages, t) for t in targets]
+
+    async def target_logprob(self, messages: list[Message], target: str) -> float:
+        """log P(reply starts with ``target``) through the legacy completions route with ``echo`` and
+        ``logprobs`` (llama.cpp server, vLLM): the chat prompt is rendered here (ChatML, or the Jinja
+        template in ``$DEPLOYSIM_CHAT_TEMPLATE``), the target appended, and its tokens' log-probabilities
+        summed. Providers without that route (OpenAI's chat models) get a clear error.
+        """
+        prompt = render_chat_prompt(messages)
+        try:
+            response = await self._client.completions.create(
+                model=self.model, prompt=prompt + target, echo=True, logprobs=1, max_tokens=1, temperature=0)
+            choice = response.choices[0]
+            logprobs = choice.logprobs
+            if logprobs is None or not logprobs.token_logprobs or not logprobs.tokens:
+                raise ModelCallError(f"{self.model_id} returned no prompt log-probabilities: it cannot score a "
+                                     "target prefix (use --samples K instead)", retryable=False)
+        except ModelCallError:
+            raise
+        except Exception as exc:
+            error = classify_openai_error(exc)
+            if error.status in (400, 404, 405, 422, 501):
+                raise ModelCallError(f"{self.model_id} does not offer completions with echo and logprobs "
+                                     f"(HTTP {error.status}): it cannot score a target prefix; use --samples K",
+                                     retryable=False, status=error.status) from None
+            raise error from None
+        generated = getattr(response.usage, "completion_tokens", None)
+        return _target_tail_logprob(list(logprobs.tokens), list(logprobs.token_logprobs), choice.text or "",
+                                    prompt + target, target, self.model_id, generated)
+
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _target_tail_logprob(tokens: list[str], values: list[float | None], text: str, scored: str, target: str,
+                         model_id: str, generated_tokens: int | None = None) -> float:
+    """Sum the log-probabilities of the tokens that spell ``target`` just before the generated tail.
+
+    Token texts, not ``text_offset``: servers count offsets differently around special tokens.
+    The generated tail is ``generated_tokens`` tokens (the usage count), else the text after ``scored``.
+    """
+    generated = text[len(scored):] if text.startswith(scored) else ""
+    if generated_tokens is not None:
+        end = max(len(tokens) - generated_tokens, 0)
+        tail = generated = "".join(tokens[end:])
+    else:
+        end, tail = len(tokens), ""
+        while end > 0 and len(tail) < len(generated):  # the completion's own token(s)
+            end -= 1
+            tail = tokens[end] + tail
+    total, spelled, i = 0.0, "", end
+    while i > 0 and len(spelled) < len(target):
+        i -= 1
+        spelled = tokens[i] + spelled
+        value = values[i]
+        if value is None:
+            break
+        total += float(value)
+    if spelled != target or tail != generated:
+        raise ModelCallError(f"{model_id}: the server's tokens do not separate the target from the prompt "
+                             "(it merges them into one token); choose a target that starts a new token",
+                             retryable=False)
+    return total
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def render_chat_prompt(messages: list[Message]) -> str:
+    """The raw prompt for a chat: ChatML, or the Jinja chat template file in ``$DEPLOYSIM_CHAT_TEMPLATE``."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    path = os.environ.get("DEPLOYSIM_CHAT_TEMPLATE")
+    template = Path(path).read_text() if path else CHATML
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=to_openai_messages(messages), add_generation_prompt=True,
+                                            bos_token="", eos_token="")
+
 
 
 def openai_provider(name: str) -> OpenAICompatibleModel:

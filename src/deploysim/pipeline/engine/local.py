@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
-from deploysim.core.schema import LOGGED, SCHEMA_VERSION, Generation, Record, Reject, ReplayPoint
+from deploysim.core.schema import LOGGED, SCHEMA_VERSION, Deployment, Generation, GenerationParams, Record, Reject, ReplayPoint
 from deploysim.core.store import RunStore, generation_key
 from deploysim.core.store.journal import exclusive_lock
 from deploysim.pipeline.config import SimConfig
@@ -215,9 +215,16 @@ class LocalEngine:
             if job is _DONE:
                 return
             point, sample = job
-            generation = await caller.answer(point, sample)
+            generation = await caller.answer(point, sample, _sample_params(caller.deployment, sample))
             self._journal(generation)
             progress.advance(caller.deployment.name)
+
+
+def _sample_params(deployment: Deployment, sample: int) -> GenerationParams | None:
+    """Sample s of K uses seed + s: K samples sharing one seed would be K copies of one reply."""
+    if sample == 0 or deployment.params.seed is None:
+        return None
+    return deployment.params.model_copy(update={"seed": deployment.params.seed + sample})
 
 
 def run_simulation(config: SimConfig, out: Path, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
