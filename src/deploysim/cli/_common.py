@@ -17,6 +17,12 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
+def os_error_text(exc: OSError) -> str:
+    """An OSError as ``reason: file`` (a JournalError's text already names its file)."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
 def output_console(stderr: bool = False) -> Console:
     """A console that does not squeeze tables into 80 columns when writing to a pipe or log."""
     console = Console(stderr=stderr, soft_wrap=True)

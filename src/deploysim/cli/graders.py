@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deploysim.cli._common import fail, output_console
+from deploysim.cli._common import fail, os_error_text, output_console
 
 err = Console(stderr=True)
 
@@ -130,6 +130,8 @@ def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, quiet: 
         grading = grade_run(Path(run_dir), names, judge=judge, show_progress=not quiet)
     except (GraderError, ModelIdError, ImportError, RunDirError, GradeLockedError, ValueError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # a read-only or full run directory
+        _fail(f"cannot grade {run_dir}: {os_error_text(exc)}")
     except KeyboardInterrupt:
         _fail(f"interrupted; run the same command again to resume grading {run_dir}", 130)
     summary_path = Path(run_dir) / "summary.json"
