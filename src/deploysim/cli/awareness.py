@@ -214,8 +214,9 @@ def print_results(results: dict[str, Any]) -> None:
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--max-transcript-chars", type=click.IntRange(min=200), default=DEFAULT_MAX_TRANSCRIPT_CHARS,
               show_default=True, help="Keep the newest messages within this many characters.")
-@click.option("--privacy", type=click.Choice(["off", "placeholder", "surrogate"]), default="off", show_default=True,
-              help="De-identify real traffic before probing (the redaction audit always compares both).")
+@click.option("--privacy", type=click.Choice(["off", "placeholder", "surrogate"]), default="surrogate",
+              show_default=True, help="De-identify real traffic before probing (nothing leaves the process "
+              "before de-identification); the redaction audit always compares both.")
 @click.option("--privacy-config", type=click.Path(),
               help="YAML privacy settings (e.g. presidio: false) for --privacy and the redaction audit.")
 @click.option("--system-prompt", help="System prompt for the with-system-prompt audit arm (text or @FILE).")
