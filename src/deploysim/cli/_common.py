@@ -13,7 +13,8 @@ PIPE_WIDTH = 140
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """One line on stderr, then exit; ``message`` must already be free of PII and secrets."""
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    # soft_wrap: paths and the resume command stay on one line, whole, to copy
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
     sys.exit(code)
 
 

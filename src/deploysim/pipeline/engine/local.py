@@ -9,6 +9,7 @@ run killed at any moment resumes without resending it (DESIGN rule 4).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -266,8 +267,9 @@ def run_simulation(config: SimConfig, out: Path, *, resume: bool = False, show_p
         if not resume:
             try:
                 store.root.mkdir(parents=True, exist_ok=True)
-                store.config_path.write_text(
-                    f"# deploysim run config, schema {SCHEMA_VERSION}\n" + dump_config(config))
+                tmp = store.root / ".config.yaml.tmp"  # renamed into place: a kill never leaves half a config
+                tmp.write_text(f"# deploysim run config, schema {SCHEMA_VERSION}\n" + dump_config(config))
+                os.replace(tmp, store.config_path)
             except OSError as exc:
                 raise write_error(store.config_path, exc) from None
         engine = LocalEngine(config, store, show_progress=show_progress)
