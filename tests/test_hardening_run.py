@@ -23,7 +23,7 @@ import pytest
 from deploysim.agents.toolsim.calls import ToolPolicy
 from deploysim.agents.toolsim.connectors import RepositoryConnector
 from deploysim.agents.toolsim.overlay import Overlay
-from deploysim.core.schema import ToolCall, redact_credentials
+from deploysim.core.schema import ToolCall
 from deploysim.evaluate.report.viewer import make_server
 from tests.reliability import run_helpers as h
 from tests.reliability.run_helpers import assert_clean_failure, cli
@@ -99,6 +99,8 @@ def _every_byte_under(*roots: Path) -> bytes:
 # -- point 10: credentials in a base URL ----------------------------------------------------------------
 
 def test_redact_credentials_keeps_env_references() -> None:
+    from deploysim.core.schema import redact_credentials
+
     assert redact_credentials("openai-compatible/x@http://u:pw@h:1/v1") == "openai-compatible/x@http://***@h:1/v1"
     assert redact_credentials("x@https://TOKEN@h/v1") == "x@https://***@h/v1"
     assert redact_credentials("x@http://${U}:${P}@h/v1") == "x@http://${U}:${P}@h/v1"

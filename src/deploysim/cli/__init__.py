@@ -12,7 +12,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _interrupted_while_starting(signum: int, frame: object) -> None:
-    sys.stderr.write("error: interrupted before anything was sent\n")
+    sys.stderr.write("error: interrupted while starting: nothing was sent\n")
     raise SystemExit(EXIT_INTERRUPTED)
 
 
