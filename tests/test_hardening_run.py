@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from deploysim.agents.toolsim.calls import ToolPolicy
@@ -84,14 +85,17 @@ def chat_server() -> Iterator[ChatServer]:
 
 
 def _every_byte_under(*roots: Path) -> bytes:
+    """Every file's name and bytes; Parquet and SQLite decoded too (their pages may be compressed)."""
     out = b""
     for root in roots:
-        for path in root.rglob("*"):
-            if path.is_file():
-                out += path.name.encode() + path.read_bytes()
-        if root.is_dir():
-            for db in root.rglob("*.sqlite"):  # the cache's rows, decompressed by SQLite itself
-                with sqlite3.connect(db) as conn:
+        for path in [root] if root.is_file() else sorted(root.rglob("*")):
+            if not path.is_file():
+                continue
+            out += path.name.encode() + path.read_bytes()
+            if path.suffix == ".parquet":
+                out += repr(pq.read_table(path).to_pylist()).encode()
+            elif path.suffix == ".sqlite":
+                with sqlite3.connect(path) as conn:
                     out += repr(conn.execute("SELECT * FROM calls").fetchall()).encode()
     return out
 
@@ -117,12 +121,12 @@ def test_credentials_in_a_base_url_are_used_but_never_recorded(chat_server: Chat
     # the credentials did reach the server, as HTTP basic auth
     expected = "Basic " + base64.b64encode(f"user:{SECRET}".encode()).decode()
     assert chat_server.auth and set(chat_server.auth) == {expected}
+    cache_dir = Path(os.environ["DEPLOYSIM_CACHE_DIR"])
+    assert SECRET.encode() not in _every_byte_under(run, cache_dir) + result.output.encode()
+    assert cli("grade", str(run), "--quiet").exit_code == 0  # (run grades by default; this is a no-op then)
     report = cli("report", str(run), "--out", str(tmp_path / "report.html"))
     assert report.exit_code == 0, report.output
-    cache_dir = Path(os.environ["DEPLOYSIM_CACHE_DIR"])
-    recorded = _every_byte_under(run, tmp_path / "report.html", cache_dir)
-    recorded += (result.output + report.output).encode()
-    assert SECRET.encode() not in recorded
+    assert SECRET.encode() not in _every_byte_under(run, tmp_path / "report.html") + report.output.encode()
     assert f"http://***@127.0.0.1:{chat_server.port}/v1" in (run / "config.yaml").read_text()
     summary = orjson.loads((run / "summary.json").read_bytes())
     assert summary["deployments"]["candidate"]["model"].endswith(f"***@127.0.0.1:{chat_server.port}/v1")
@@ -229,6 +233,7 @@ def test_gate_json_with_nan_and_inf_weights_is_an_error_not_a_pass(tmp_path: Pat
     run = tmp_path / "run"
     assert cli("run", "--data", str(data), "--candidate", "counting/small", "--baseline", "counting/base",
                "--out", str(run), "--quiet", "--privacy", "off").exit_code == 0
+    assert cli("grade", str(run), "--quiet").exit_code == 0  # (run grades by default; this is a no-op then)
     policy = tmp_path / "gate.yaml"
     policy.write_text("rules:\n  - behaviour: over_refusal\n    max_increase: 0.1\n")
     result = cli("gate", str(run), "--policy", str(policy), "--json")
