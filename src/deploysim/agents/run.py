@@ -33,7 +33,7 @@ from deploysim.agents.graders import AGENT_GRADERS, POLICY_GRADER, read_policy
 from deploysim.agents.loop import EpisodeResult, agent_turn_starts, episode_id, logged_turn, run_episode
 from deploysim.agents.toolformat import wrap_for_tools
 from deploysim.pipeline.engine.local import run_lock
-from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
+from deploysim.core.models import CallCache, DeploymentCaller, get_model, open_cache
 from deploysim.core.schema import Deployment, GenerationParams, Message, Record, Reject, Verdict
 from deploysim.pipeline.sources import iter_inputs
 from deploysim.core.store.journal import JsonlJournal
@@ -177,7 +177,7 @@ async def _run(config: AgentRunConfig, root: Path, resume: bool) -> dict[str, An
     deid, deid_text = deidentifiers(config.privacy)
     journal = JsonlJournal(root / "journal" / "episodes.jsonl", key="episode_id")
     done = {k for k, row in journal.latest().items() if row.get("status") != "errored"} if resume else set()
-    cache = CallCache(default_cache_path()) if config.cache else None
+    cache = open_cache() if config.cache else None
     candidate = Deployment(name="candidate", model=config.candidate, concurrency=config.concurrency,
                            timeout_s=config.timeout_s,
                            params=GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens))

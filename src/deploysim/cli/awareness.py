@@ -229,7 +229,7 @@ def print_results(results: dict[str, Any]) -> None:
 def awareness(**opts: Any) -> None:
     """Estimate P(this is an evaluation) per conversation for real, simulated and eval-like suites."""
     from deploysim.checks.awareness.analysis import analyse, grader_rates  # statsmodels: only when run
-    from deploysim.core.models import CallCache, ModelIdError, default_cache_path
+    from deploysim.core.models import ModelIdError, open_cache
     from deploysim.pipeline.sources import SourceError
 
     if opts["system_prompt"] and opts["system_prompt"].startswith("@"):
@@ -251,8 +251,7 @@ def awareness(**opts: Any) -> None:
         suites, not_run = build_suites(opts)
         if not suites:
             _fail("no suite to probe")
-        cache = None if opts["no_cache"] else CallCache(Path(opts["cache_path"]) if opts["cache_path"]
-                                                        else default_cache_path())
+        cache = None if opts["no_cache"] else open_cache(Path(opts["cache_path"]) if opts["cache_path"] else None)
         total = sum(len(s.items) for s in suites)
         answers, stats = _probe(suites, config, cache, total, quiet=opts["quiet"])
         if cache is not None:

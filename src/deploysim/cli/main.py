@@ -128,7 +128,8 @@ def run(**opts: Any) -> None:
     except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, PrivacyError) as exc:
         _fail(str(exc))
     except JournalError as exc:  # a full or read-only disk: nothing more was sent once it failed
-        _fail(f"{exc.strerror}; stopped before sending more calls. {_resume_hint(out, 'free space or fix permissions')}")
+        hint = _resume_hint(out, "free space or fix permissions")
+        _fail(f"{exc.strerror}; stopped before sending more calls. {hint}")
     except KeyboardInterrupt:
         _fail(f"interrupted. {_resume_hint(out)}", EXIT_INTERRUPTED)
     print_summary(summary, out)
