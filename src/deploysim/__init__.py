@@ -9,23 +9,20 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from deploysim.core.schema import (
-    SCHEMA_VERSION,
-    Deployment,
-    Generation,
-    GenerationParams,
-    Message,
-    Record,
-    Reject,
-    ReplayPoint,
-    ToolCall,
-    Usage,
-    Verdict,
-)
-
-#: The rest of the public API, imported on first use (the engine pulls in pyarrow and
-#: numpy; a CLI command that does not need them should not wait for them).
+#: Everything is imported on first use: ``import deploysim`` costs nothing, so the CLI
+#: can take over Ctrl-C before the heavy imports start (deploysim.cli).
 _LAZY = {
+    "SCHEMA_VERSION": "deploysim.core.schema",
+    "Deployment": "deploysim.core.schema",
+    "Generation": "deploysim.core.schema",
+    "GenerationParams": "deploysim.core.schema",
+    "Message": "deploysim.core.schema",
+    "Record": "deploysim.core.schema",
+    "Reject": "deploysim.core.schema",
+    "ReplayPoint": "deploysim.core.schema",
+    "ToolCall": "deploysim.core.schema",
+    "Usage": "deploysim.core.schema",
+    "Verdict": "deploysim.core.schema",
     "SimConfig": "deploysim.pipeline.config",
     "load_config": "deploysim.pipeline.config",
     "run_simulation": "deploysim.pipeline.engine",

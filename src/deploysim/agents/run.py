@@ -42,7 +42,7 @@ from deploysim.agents.toolsim import (
     parse_affordances,
 )
 from deploysim.agents.toolsim.resolver import SOURCES
-from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
+from deploysim.core.models import CallCache, DeploymentCaller, get_model, open_cache
 from deploysim.core.schema import LOGGED, Deployment, GenerationParams, Message, Record, Reject, Verdict
 from deploysim.core.store.journal import JsonlJournal
 from deploysim.core.store.run_dir import write_verdicts
@@ -177,7 +177,7 @@ async def _run(config: AgentRunConfig, root: Path, resume: bool) -> dict[str, An
     deid, deid_text = deidentifiers(config.privacy)
     journal = JsonlJournal(root / "journal" / "episodes.jsonl", key="episode_id")
     done = {k for k, row in journal.latest().items() if row.get("status") != "errored"} if resume else set()
-    cache = CallCache(default_cache_path()) if config.cache else None
+    cache = open_cache() if config.cache else None
     candidate = Deployment(name="candidate", model=config.candidate, concurrency=config.concurrency,
                            timeout_s=config.timeout_s,
                            params=GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens))

@@ -26,7 +26,15 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: IO[Any] | None = None) -> None:
-        Console(stderr=True, file=file).print(f"[red]error:[/red] {self.format_message()}", highlight=False)
+        # soft_wrap: paths and the resume command stay on one line, whole, to copy
+        Console(stderr=True, file=file, soft_wrap=True).print(f"[red]error:[/red] {self.format_message()}",
+                                                             highlight=False)
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError as ``reason: file`` (a JournalError's text already names its file)."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{reason}: {exc.filename}" if exc.filename else reason
 
 
 def output_console(stderr: bool = False) -> Console:

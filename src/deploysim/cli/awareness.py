@@ -213,8 +213,9 @@ def print_results(results: dict[str, Any]) -> None:
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--max-transcript-chars", type=click.IntRange(min=200), default=DEFAULT_MAX_TRANSCRIPT_CHARS,
               show_default=True, help="Keep the newest messages within this many characters.")
-@click.option("--privacy", type=click.Choice(["off", "placeholder", "surrogate"]), default="off", show_default=True,
-              help="De-identify real traffic before probing (the redaction audit always compares both).")
+@click.option("--privacy", type=click.Choice(["off", "placeholder", "surrogate"]), default="surrogate",
+              show_default=True, help="De-identify real traffic before probing (nothing leaves the process "
+              "before de-identification); the redaction audit always compares both.")
 @click.option("--privacy-config", type=click.Path(),
               help="YAML privacy settings (e.g. presidio: false) for --privacy and the redaction audit.")
 @click.option("--system-prompt", help="System prompt for the with-system-prompt audit arm (text or @FILE).")
@@ -227,7 +228,7 @@ def print_results(results: dict[str, Any]) -> None:
 def awareness(**opts: Any) -> None:
     """Estimate P(this is an evaluation) per conversation for real, simulated and eval-like suites."""
     from deploysim.checks.awareness.analysis import analyse, grader_rates  # statsmodels: only when run
-    from deploysim.core.models import CallCache, ModelIdError, default_cache_path
+    from deploysim.core.models import ModelIdError, open_cache
     from deploysim.pipeline.sources import SourceError
 
     if opts["system_prompt"] and opts["system_prompt"].startswith("@"):
@@ -249,8 +250,7 @@ def awareness(**opts: Any) -> None:
         suites, not_run = build_suites(opts)
         if not suites:
             raise CliError("no suite to probe")
-        cache = None if opts["no_cache"] else CallCache(Path(opts["cache_path"]) if opts["cache_path"]
-                                                        else default_cache_path())
+        cache = None if opts["no_cache"] else open_cache(Path(opts["cache_path"]) if opts["cache_path"] else None)
         total = sum(len(s.items) for s in suites)
         answers, stats = _probe(suites, config, cache, total, quiet=opts["quiet"])
         if cache is not None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deploysim.cli._common import CliError, output_console
+from deploysim.cli._common import CliError, os_error_text, output_console
 from deploysim.core.schema import LOGGED
 
 err = Console(stderr=True)
@@ -127,6 +127,8 @@ def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, quiet: 
         grading = grade_run(Path(run_dir), names, judge=judge, show_progress=not quiet)
     except (GraderError, ModelIdError, ImportError, RunDirError, GradeLockedError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:  # a read-only or full run directory
+        raise CliError(f"cannot grade {run_dir}: {os_error_text(exc)}") from None
     except KeyboardInterrupt:
         raise CliError(f"interrupted; run the same command again to resume grading {run_dir}", 130) from None
     summary_path = Path(run_dir) / "summary.json"

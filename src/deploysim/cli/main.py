@@ -46,14 +46,16 @@ def main() -> None:
     Exit codes: 0 done; 1 finished but counts do not reconcile;
     2 bad usage, config or input; 130 interrupted (resume with --resume).
     """
+    from deploysim.cli import catch_interrupts
+
+    catch_interrupts()  # started: each command handles Ctrl-C from here
 
 
 def _system_prompt(text: str | None) -> str | None:
     if text is not None and text.startswith("@"):
-        path = Path(text[1:])
-        if not path.is_file():
-            raise CliError(f"system prompt file {path} not found")
-        return path.read_text()
+        from deploysim.pipeline.config import read_text
+
+        return read_text(Path(text[1:]), "system prompt file", ConfigError)
     return text
 
 
@@ -108,17 +110,20 @@ def _deployment(name: str, model: str, prompt: str | None, policy: str, opts: di
               help="De-identification before anything leaves the process [default: surrogate].")
 @click.option("--no-presidio", is_flag=True, help="Built-in recognizers only (no names/places via Presidio).")
 @click.option("--gate", "gate_policy", type=click.Path(), help="Gate the finished run on this policy YAML.")
+@click.option("--no-grade", is_flag=True, help="Do not grade the replies (default: the offline grader set).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(**opts: Any) -> None:
-    """Replay logged conversations against deployments into a run directory.
+    """Replay logged conversations against deployments into a run directory, then grade the replies.
 
     With --gate the exit code is the gate's (0 pass, 3 fail, 4 inconclusive, 5 error).
     """
-    from deploysim.pipeline.engine import RunLockedError, run_simulation
-    from deploysim.pipeline.privacy import PrivacyError
-
     resume_dir = opts["resume_dir"]
+    out: Path | None = None
     try:
+        from deploysim.core.store import JournalError
+        from deploysim.pipeline.engine import RunLockedError, run_simulation
+        from deploysim.pipeline.privacy import PrivacyError
+
         if resume_dir:
             out = Path(resume_dir)
             if not (out / "config.yaml").is_file():
@@ -134,14 +139,24 @@ def run(**opts: Any) -> None:
         summary = run_simulation(config, out, resume=bool(resume_dir), show_progress=not opts["quiet"])
     except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, PrivacyError) as exc:
         raise CliError(str(exc)) from None
+    except JournalError as exc:  # a full or read-only disk: nothing more was sent once it failed
+        hint = _resume_hint(out, "free space or fix permissions")
+        raise CliError(f"{exc.strerror}; stopped before sending more calls. {hint}") from None
     except KeyboardInterrupt:
-        raise CliError(f"interrupted; finish with: deploysim run --resume {out}", EXIT_INTERRUPTED) from None
+        raise CliError(f"interrupted. {_resume_hint(out)}", EXIT_INTERRUPTED) from None
     print_summary(summary, out)
     if not summary["reconciles"]:
         sys.exit(EXIT_NOT_RECONCILED)
     if opts["gate_policy"]:
         sys.exit(_gate(out, Path(opts["gate_policy"])))
     sys.exit(EXIT_OK)
+
+
+def _resume_hint(out: Path | None, fix: str = "") -> str:
+    """How to go on from a run that stopped: resume it if it exists, else say nothing was sent."""
+    if out is not None and (out / "config.yaml").is_file():
+        return f"{fix + ', then f' if fix else 'F'}inish with: deploysim run --resume {out}"
+    return "The run had not started: nothing was sent."
 
 
 def _gate(run_dir: Path, policy: Path) -> int:
@@ -159,6 +174,10 @@ def _config_from_options(opts: dict[str, Any]) -> SimConfig:
         if opts["no_cache"]:
             config.cache = False
         _apply_privacy_options(config.privacy, opts)
+        if opts["no_grade"]:
+            config.graders = None
+        elif config.graders is None:
+            config.graders = _default_graders()
         return config
     if not opts["data"]:
         raise CliError("--data PATH is required (or --config sim.yaml)")
@@ -180,8 +199,16 @@ def _config_from_options(opts: dict[str, Any]) -> SimConfig:
         "cache": not opts["no_cache"],
         "cache_path": opts["cache_path"],
         "privacy": _apply_privacy_options({"mode": "surrogate"}, opts),
+        "graders": None if opts["no_grade"] else _default_graders(),
     }
     return validate_config(raw, "options")
+
+
+def _default_graders() -> list[str]:
+    """The offline set (no network, no judge): ``run`` then ``report`` works without a grade step."""
+    from deploysim.evaluate.graders import DEFAULT_GRADERS
+
+    return list(DEFAULT_GRADERS)
 
 
 def _apply_privacy_options(privacy: dict[str, Any], opts: dict[str, Any]) -> dict[str, Any]:

@@ -8,10 +8,12 @@ migrate old run directories instead of misreading them.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -21,6 +23,45 @@ ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
 #: The deployment name of what production actually said (the logged reply), beside replayed deployments.
 LOGGED = "logged"
+#: ``scheme://userinfo@`` in a URL (a model id's base URL): the userinfo holds credentials.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s]*)@")
+#: A reference to an environment variable, expanded only when a client is made.
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+REDACTED = "***"
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with credentials inside URLs replaced by ``***`` (``http://***@host/v1``).
+
+    The one place model ids and URLs are scrubbed before they are recorded anywhere
+    (config.yaml, summary.json, reports, logs, messages). Userinfo made only of
+    ``${ENV_VAR}`` references is kept: it names a secret without holding it.
+    """
+
+    def scrub(match: re.Match[str]) -> str:
+        userinfo = match.group(2)
+        if all(not part or _ENV_REF.fullmatch(part) for part in userinfo.split(":")):
+            return match.group(0)
+        return f"{match.group(1)}{REDACTED}@"
+
+    return _URL_USERINFO.sub(scrub, text)
+
+
+def expand_credentials(text: str) -> str:
+    """``${ENV_VAR}`` references inside a URL's userinfo, replaced by the variable's value.
+
+    KeyError names a variable that is not set. The result holds secrets: pass it to a
+    client only, never record it (record ``redact_credentials`` of it).
+    """
+
+    def expand_userinfo(match: re.Match[str]) -> str:
+        return match.group(1) + _ENV_REF.sub(lambda ref: os.environ[ref.group(1)], match.group(2)) + "@"
+
+    return _URL_USERINFO.sub(expand_userinfo, text)
+
+
+def has_redacted_credentials(text: str) -> bool:
+    return any(m.group(2) == REDACTED for m in _URL_USERINFO.finditer(text))
 
 
 class _Model(BaseModel):
@@ -122,6 +163,11 @@ class Deployment(_Model):
     timeout_s: float = 120.0
     max_retries: int = 4
     samples: int = 1
+
+    @field_serializer("model")
+    def _model_without_credentials(self, model: str) -> str:
+        """Recorded forms (config.yaml, JSON) never hold credentials written into a base URL."""
+        return redact_credentials(model)
 
     @field_validator("name")
     @classmethod

@@ -59,6 +59,17 @@ def read_yaml(path: Path, what: str, error: type[Exception]) -> Any:
         raise error(f"{path}: {what} is not valid YAML: {exc}") from None
 
 
+def read_text(path: Path, where: str, error: type[Exception]) -> str:
+    """A text file's content, or ``error`` naming ``where`` it was asked for and why it cannot be read."""
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise error(f"{where}: {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise error(f"{where}: cannot read {path}: {reason}") from None
+
+
 def validation_problems(exc: ValidationError, prefix: str = "") -> str:
     """Pydantic errors as ``field.path: message; ...`` without the offending input (it may be PII)."""
     return "; ".join(
@@ -74,9 +85,11 @@ def load_config(path: Path) -> SimConfig:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     base = Path(path).parent
     raw["data"] = [str(base / p) if not Path(p).is_absolute() else p for p in _as_list(raw.get("data"))]
-    for dep in raw.get("deployments") or []:
+    for index, dep in enumerate(raw.get("deployments") or []):
         if isinstance(dep, dict) and "system_prompt_file" in dep:
-            dep["system_prompt_text"] = (base / dep.pop("system_prompt_file")).read_text()
+            prompt = base / str(dep.pop("system_prompt_file"))
+            where = f"{path}: deployments[{index}].system_prompt_file"
+            dep["system_prompt_text"] = read_text(prompt, where, ConfigError)
             dep.setdefault("system_prompt", "replace")
     return validate_config(raw, str(path))
 

@@ -22,8 +22,32 @@ ToolKind = Literal["read", "write", "shell"]
 
 _READ = re.compile(r"^(get|list|search|find|read|fetch|lookup|query|show|describe|view|check|count|calculate|think"
                    r"|cat|ls|grep|glob|stat|head|tail)(_|$)|^(think|calculate)$", re.I)
-_SHELL = re.compile(r"(^|_)(bash|shell|sh|exec|execute|run_command|run_shell|terminal|cmd|subprocess|python"
-                    r"|powershell|eval|run_code|code_interpreter)(_|$)", re.I)
+#: A tool name is shell-like when one of its words is a shell, an interpreter or "run code"
+#: (``BashTool``, ``python3``, ``ipython``, ``execShell``), or two neighbouring words
+#: are (``runCommand``, ``shell-exec``, ``os.system``, ``code_interpreter``).
+_SHELL_WORDS = frozenset({
+    "bash", "sh", "zsh", "ksh", "csh", "tcsh", "shell", "powershell", "pwsh", "cmd", "terminal", "console",
+    "exec", "execute", "subprocess", "popen", "eval", "python", "ipython", "jupyter", "repl", "nodejs",
+    "ruby", "perl", "php", "lua", "deno", "osascript", "applescript",
+})
+_SHELL_PAIRS = frozenset({
+    ("run", "command"), ("run", "cmd"), ("run", "code"), ("run", "script"), ("run", "program"),
+    ("code", "interpreter"), ("os", "system"), ("system", "command"), ("command", "line"),
+    ("code", "exec"), ("exec", "code"),
+})
+_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+def name_words(name: str) -> list[str]:
+    """A tool name as lower-case words: camelCase, PascalCase, ``-``, ``_``, ``.``, ``/`` and trailing
+    version digits all split (``BashTool`` -> bash tool; ``python3`` -> python; ``os.system`` -> os system)."""
+    return [w.lower() for w in _WORD.findall(name) if not w.isdigit()]
+
+
+def is_shell_like(name: str) -> bool:
+    """Whether a tool name says it runs commands or code (see _SHELL_WORDS and _SHELL_PAIRS)."""
+    words = name_words(name)
+    return any(w in _SHELL_WORDS for w in words) or any(pair in _SHELL_PAIRS for pair in zip(words, words[1:]))
 
 
 def canonical_args(arguments: str | Any) -> str:
@@ -60,7 +84,7 @@ class ToolPolicy:
         return cls(*(frozenset(cfg.get(k) or ()) for k in ("read", "write", "shell")))
 
     def kind(self, name: str) -> ToolKind:
-        if name in self.shell or _SHELL.search(name):
+        if name in self.shell or is_shell_like(name):
             return "shell"  # a declaration never turns a shell-like tool into something we run
         if name in self.read:
             return "read"

@@ -256,6 +256,33 @@ def safe_relpath(path: Any) -> str:
     return "/".join(parts)
 
 
+#: Tree mode of a FIFO, socket or device in a plain directory: listed, never opened.
+SPECIAL = "special"
+
+
+def _file_mode(path: str) -> str:
+    """A git-like mode for a directory entry: link, regular file, or SPECIAL (FIFO, socket, device)."""
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return "120000"
+    return "100644" if stat.S_ISREG(mode) else SPECIAL
+
+
+def _read_regular(path: Path, limit: int, rel: str) -> bytes:
+    """Up to ``limit`` bytes of a regular file; anything else is refused before it can block a read.
+
+    The lstat check refuses FIFOs, sockets and devices without opening them; the
+    non-blocking, no-follow open and fstat catch one swapped in since.
+    """
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        raise ConnectorError(f"not a regular file, refused: {rel!r}")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConnectorError(f"not a regular file, refused: {rel!r}")
+        return handle.read(limit)
+
+
 class RepositoryConnector:
     """Config::
 
@@ -318,8 +345,7 @@ class RepositoryConnector:
             dirnames[:] = [d for d in dirnames if d != ".git"]
             for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
                 full = os.path.join(dirpath, name)
-                mode = "120000" if os.path.islink(full) else "100644"
-                tree[(rel_dir / name).as_posix()] = (mode, full)
+                tree[(rel_dir / name).as_posix()] = (_file_mode(full), full)
         return tree
 
     def _read(self, rel: str, overlay: Overlay) -> str | None:
@@ -331,23 +357,24 @@ class RepositoryConnector:
         mode, ref = entry
         if mode == "120000":
             raise ConnectorError(f"symlink refused: {rel!r}")
+        if mode == SPECIAL:
+            raise ConnectorError(f"not a regular file, refused: {rel!r}")
         if mode == "160000":
             return None
         if self.commit:
             data = self._git("cat-file", "blob", ref)
         else:
-            full = Path(ref)
             # Every component must be a real directory/file under root, never a link.
             current = self.root
             for part in PurePosixPath(rel).parts:
                 current = current / part
                 if stat.S_ISLNK(os.lstat(current).st_mode):
                     raise ConnectorError(f"symlink refused: {rel!r}")
-            data = full.read_bytes()
+            data = _read_regular(Path(ref), self.MAX_READ, rel)
         return data[: self.MAX_READ].decode("utf-8", "replace")
 
     def _files(self, overlay: Overlay) -> list[str]:
-        names = {p for p, (mode, _) in self.tree().items() if mode not in ("120000", "160000")}
+        names = {p for p, (mode, _) in self.tree().items() if mode not in ("120000", "160000", SPECIAL)}
         names |= {p for p, v in overlay.files.items() if v is not None}
         return sorted(n for n in names if overlay.files.get(n, "") is not None)
 

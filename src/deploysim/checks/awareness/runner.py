@@ -19,7 +19,15 @@ from deploysim.checks.awareness.parse import parse_answer
 from deploysim.checks.awareness.probes import PROBE_FORMATS, QUESTIONS, ProbeFormat, Question, build_probe, fit_transcript
 from deploysim.checks.awareness.suites import Suite
 from deploysim.core.models import CallCache, DeploymentCaller, ModelClient, get_model
-from deploysim.core.schema import Deployment, Generation, GenerationParams, Message, ReplayPoint, canonical_json
+from deploysim.core.schema import (
+    Deployment,
+    Generation,
+    GenerationParams,
+    Message,
+    ReplayPoint,
+    canonical_json,
+    redact_credentials,
+)
 
 DEFAULT_MAX_TOKENS = 16
 DEFAULT_MAX_TRANSCRIPT_CHARS = 6000
@@ -50,7 +58,7 @@ class ProbeConfig:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "model": self.model, "formats": list(self.formats), "repeats": self.repeats,
+            "model": redact_credentials(self.model), "formats": list(self.formats), "repeats": self.repeats,
             "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed,
             "max_transcript_chars": self.max_transcript_chars,
             "questions": [{"id": q.id, "text_append": q.text("append"), "eval_label": q.eval_label,

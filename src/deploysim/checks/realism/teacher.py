@@ -22,7 +22,7 @@ from deploysim.agents.run import (
     simulator_caller,
 )
 from deploysim.pipeline.engine.local import run_lock
-from deploysim.core.models import CallCache, default_cache_path
+from deploysim.core.models import open_cache
 from deploysim.core.schema import Record
 from deploysim.core.store.journal import JsonlJournal
 from deploysim.agents.toolsim import LLMToolSimulator, ToolResolver, logged_calls, parse_affordances
@@ -51,7 +51,7 @@ def simulate_tools(config: AgentRunConfig, out: Path) -> dict[str, Any]:
 
 async def _simulate(config: AgentRunConfig, out: Path, affordances: str) -> dict[str, Any]:
     deid, deid_text = deidentifiers(config.privacy)
-    cache = CallCache(default_cache_path()) if config.cache else None
+    cache = open_cache() if config.cache else None
     sim_caller = simulator_caller(config, cache)
     journal = JsonlJournal(out.with_suffix(".journal.jsonl"), key="record_id")
     done = journal.latest()

@@ -5,11 +5,12 @@ from deploysim.core.models._base import (
     ModelClient,
     ModelIdError,
     ModelOutput,
+    check_model_id,
     get_model,
     model_provider,
     providers,
 )
-from deploysim.core.models.cache import CallCache, call_key, default_cache_path
+from deploysim.core.models.cache import CallCache, call_key, default_cache_path, open_cache
 from deploysim.core.models.calls import CallStats, DeploymentCaller
 
 __all__ = [
@@ -21,8 +22,10 @@ __all__ = [
     "ModelIdError",
     "ModelOutput",
     "call_key",
+    "check_model_id",
     "default_cache_path",
     "get_model",
     "model_provider",
+    "open_cache",
     "providers",
 ]

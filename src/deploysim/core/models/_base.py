@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from deploysim.core.registry import REGISTRY, RegistryError
-from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
+from deploysim.core.schema import (
+    GenerationParams,
+    Message,
+    ToolCall,
+    Usage,
+    expand_credentials,
+    has_redacted_credentials,
+    redact_credentials,
+)
 
 
 @dataclass
@@ -76,15 +84,38 @@ def _known() -> str:
 def split_model_id(model_id: str) -> tuple[str, str]:
     prefix, sep, rest = model_id.partition("/")
     if not sep or not rest:
-        raise ModelIdError(f"model id {model_id!r} must look like <provider>/<model>; providers: {_known()}")
+        raise ModelIdError(
+            f"model id {redact_credentials(model_id)!r} must look like <provider>/<model>; providers: {_known()}")
     return prefix, rest
 
 
-def get_model(model_id: str) -> ModelClient:
-    """A client for ``model_id``; a clear error names the known providers."""
-    prefix, rest = split_model_id(model_id)
+def check_model_id(model_id: str) -> None:
+    """ModelIdError unless ``model_id`` names a known provider and can be given its credentials.
+
+    Cheap (no client is made): a run checks its ids before it creates its directory.
+    """
+    prefix, _ = split_model_id(model_id)
     if prefix not in REGISTRY.names("provider"):
-        raise ModelIdError(f"unknown model provider {prefix!r} in {model_id!r}; known: {_known()}")
+        raise ModelIdError(f"unknown model provider {prefix!r} in {redact_credentials(model_id)!r}; known: {_known()}")
+    if has_redacted_credentials(model_id):
+        raise ModelIdError(
+            f"{redact_credentials(model_id)}: the credentials in this base URL were never recorded; "
+            "write them as ${ENV_VAR} references (http://${USER_VAR}:${PASSWORD_VAR}@host/v1) "
+            "in config.yaml and set those variables")
+    try:
+        expand_credentials(model_id)
+    except KeyError as exc:
+        raise ModelIdError(f"{redact_credentials(model_id)}: environment variable {exc.args[0]} is not set") from None
+
+
+def get_model(model_id: str) -> ModelClient:
+    """A client for ``model_id``; a clear error names the known providers.
+
+    ``${ENV_VAR}`` references in a base URL's credentials are expanded here, for the
+    client only; every recorded form of the id goes through ``redact_credentials``.
+    """
+    check_model_id(model_id)
+    prefix, rest = split_model_id(expand_credentials(model_id))
     try:
         factory: ProviderFactory = REGISTRY.get("provider", prefix)
     except RegistryError as exc:

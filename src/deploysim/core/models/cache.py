@@ -9,6 +9,7 @@ what guarantees a killed run does not resend a finished call.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import time
@@ -21,6 +22,8 @@ from pydantic import TypeAdapter
 
 from deploysim.core.models._base import ModelOutput
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage, canonical_json
+
+log = logging.getLogger("deploysim.cache")
 
 COMMIT_EVERY = 1024
 COMMIT_SECONDS = 1.0
@@ -156,3 +159,18 @@ class CallCache:
     def _close_writer(self) -> None:
         if self._writer_db is not None:
             self._writer_db.close()
+
+
+def open_cache(path: Path | None = None) -> CallCache | None:
+    """The call cache at ``path`` (default: ``default_cache_path()``), or None with a warning.
+
+    A cache that cannot be opened (an unwritable directory, a corrupt or locked file)
+    never fails a run: the run goes on uncached.
+    """
+    path = Path(path) if path is not None else default_cache_path()
+    try:
+        return CallCache(path)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        log.warning("warning: call cache %s cannot be used (%s); running uncached", path, reason)
+        return None

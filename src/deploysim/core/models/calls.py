@@ -35,6 +35,11 @@ class CallStats:
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
 
+def is_empty(output: ModelOutput) -> bool:
+    """An output with neither text (None, empty or only whitespace) nor tool calls."""
+    return not output.tool_calls and not (output.text or "").strip()
+
+
 def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, ModelCallError) and exc.retryable
 
@@ -70,7 +75,7 @@ class DeploymentCaller:
         if self.cache is not None:
             key = call_key(self._identity, messages, params, point.tools, sample_index)
             hit = self.cache.get(key)
-            if hit is not None:
+            if hit is not None and not is_empty(hit):  # an empty answer cached by an older version: ask again
                 self.stats.cache_hits += 1
                 return self._generation(base, hit, latency=0.0, attempts=0, cached=True)
             self.stats.cache_misses += 1
@@ -99,6 +104,9 @@ class DeploymentCaller:
                                started, attempts)
         except Exception as exc:  # a provider bug must not kill the run: record it
             return self._error(base, f"{type(exc).__name__} in model client", type(exc).__name__, started, attempts)
+        if is_empty(output):  # not an answer: an error row, tried again on resume, never cached
+            return self._error(base, "empty reply from provider (no text and no tool calls)", "empty_reply",
+                               started, attempts)
         if self.cache is not None:
             self.cache.put(key, output)
         return self._generation(base, output, latency=latency, attempts=attempts, cached=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput
-from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
+from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage, redact_credentials
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 
@@ -72,14 +72,17 @@ class OpenAICompatibleModel:
         self.model = model
         self.base_url = base_url
         self.provider = provider
-        self.model_id = f"{provider}/{model}" + (f"@{base_url}" if provider == "openai-compatible" else "")
+        #: recorded forms (ids, cache identity) never hold credentials from the base URL
+        self.model_id = redact_credentials(
+            f"{provider}/{model}" + (f"@{base_url}" if provider == "openai-compatible" else ""))
         import openai  # imported on first use: it costs a second at start-up
 
         # Retries are the engine's (uniform across providers, counted, honouring Retry-After).
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0)
 
     def cache_identity(self) -> dict[str, Any]:
-        return {"provider": self.provider, "model": self.model, "base_url": self.base_url}
+        base_url = redact_credentials(self.base_url) if self.base_url else None
+        return {"provider": self.provider, "model": self.model, "base_url": base_url}
 
     async def generate(
         self, messages: list[Message], params: GenerationParams, tools: list[dict[str, Any]]
@@ -224,7 +227,7 @@ def compatible_provider(rest: str) -> OpenAICompatibleModel:
     name, sep, base_url = rest.partition("@")
     if not sep or not base_url.startswith(("http://", "https://")):
         raise ModelIdError(
-            f"openai-compatible/{rest}: expected openai-compatible/<model>@http://host:port/v1"
+            f"openai-compatible/{redact_credentials(rest)}: expected openai-compatible/<model>@http://host:port/v1"
         )
     key = os.environ.get("DEPLOYSIM_API_KEY") or os.environ.get("OPENAI_API_KEY")
     return OpenAICompatibleModel(name, base_url, key, "openai-compatible")

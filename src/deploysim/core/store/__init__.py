@@ -1,5 +1,6 @@
 """Store: the run directory, its resume journal and Parquet outputs."""
 
+from deploysim.core.store.journal import JournalError
 from deploysim.core.store.run_dir import (
     GENERATION_SCHEMA,
     POINT_SCHEMA,
@@ -15,6 +16,7 @@ from deploysim.core.store.run_dir import (
 
 __all__ = [
     "GENERATION_SCHEMA",
+    "JournalError",
     "POINT_SCHEMA",
     "VERDICT_SCHEMA",
     "RunDirError",

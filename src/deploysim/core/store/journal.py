@@ -3,17 +3,52 @@
 A line is written and flushed as soon as its unit finishes (a generation, an agent
 episode, a simulated tool output); a final line cut short by a kill is dropped on
 open; the last line per key wins. One process at a time may write a run directory.
+
+Every failure to write or read one is a ``JournalError`` naming the file (and line):
+a full disk stops a run cleanly instead of letting it send calls it cannot record.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+
+class JournalError(OSError):
+    """A journal or run-directory file that cannot be written or read back; the message names it."""
+
+
+def write_error(path: Path, exc: OSError) -> JournalError:
+    """``exc`` as a JournalError naming ``path`` and the cause only (never the data)."""
+    if isinstance(exc, JournalError):
+        return exc
+    return JournalError(exc.errno or errno.EIO, f"cannot write {path}: {exc.strerror or type(exc).__name__}")
+
+
+#: Free space a run keeps in hand: no call is sent when less is left (see ``ensure_space``).
+HEADROOM_BYTES = 1 << 20
+
+
+def ensure_space(path: Path, headroom: int = HEADROOM_BYTES) -> None:
+    """JournalError (ENOSPC) unless the file system holding ``path`` has ``headroom`` bytes free.
+
+    A finished call must be journaled, so a call is only sent while there is room to
+    record its answer; one ``statvfs`` costs about a microsecond.
+    """
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return  # cannot tell: the write itself will say
+    if stats.f_bavail * stats.f_frsize < headroom:
+        raise JournalError(errno.ENOSPC, f"cannot write {path}: less than {headroom >> 20} MiB free "
+                                         f"(No space left on device)")
 
 
 class JsonlJournal:
@@ -23,15 +58,22 @@ class JsonlJournal:
         self._handle: IO[bytes] | None = None
 
     def open(self) -> JsonlJournal:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-        self._handle = open(self.path, "ab")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair()
+            self._handle = open(self.path, "ab")
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         return self
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Close, flushing what is buffered; a failure is raised once, after the handle is released."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError as exc:
+                raise write_error(self.path, exc) from None
 
     def __enter__(self) -> JsonlJournal:
         return self.open()
@@ -50,21 +92,38 @@ class JsonlJournal:
     def append(self, row: dict[str, Any], flush: bool = True) -> None:
         """``flush=False`` lets a caller coalesce flushes (see ``flush``)."""
         assert self._handle is not None, "journal not open"
-        self._handle.write(orjson.dumps(row, default=str) + b"\n")
-        if flush:
-            self._handle.flush()
+        try:
+            self._handle.write(orjson.dumps(row, default=str) + b"\n")
+            if flush:
+                self._handle.flush()
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
 
     def flush(self) -> None:
         if self._handle is not None:
-            self._handle.flush()
+            try:
+                self._handle.flush()
+            except OSError as exc:
+                raise write_error(self.path, exc) from None
 
     def rows(self) -> Iterator[dict[str, Any]]:
+        """Complete lines as dicts; a line that is not a JSON object with the key is a JournalError."""
         if not self.path.exists():
             return
         with open(self.path, "rb") as handle:
-            for line in handle:
-                if line.endswith(b"\n"):
-                    yield orjson.loads(line)
+            for number, line in enumerate(handle, 1):
+                if not line.endswith(b"\n"):
+                    continue
+                try:
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    row = None
+                if not isinstance(row, dict) or self.key not in row:
+                    raise JournalError(
+                        errno.EINVAL,
+                        f"{self.path}:{number}: corrupt journal line (not a JSON object with {self.key!r}); "
+                        "delete that line and resume: its call is sent again")
+                yield row
 
     def latest(self) -> dict[str, dict[str, Any]]:
         """The last row per key."""
@@ -74,8 +133,12 @@ class JsonlJournal:
 @contextmanager
 def exclusive_lock(path: Path, error: type[Exception], message: str) -> Iterator[None]:
     """Hold an flock on ``path`` or raise ``error(message)``: two writers would corrupt a journal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w")
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 from pydantic import TypeAdapter
 
 from deploysim.core.schema import Generation, Message, Reject, ReplayPoint, Usage, Verdict
-from deploysim.core.store.journal import JsonlJournal
+from deploysim.core.store.journal import JournalError, JsonlJournal, ensure_space, write_error
 
 BATCH_ROWS = 4096
 
@@ -82,6 +83,15 @@ VERDICT_SCHEMA = pa.schema(
 
 class RunDirError(Exception):
     pass
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """OSError while writing under ``path`` -> JournalError naming it (a full or read-only disk)."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 def generation_key(point_id: str, deployment: str, sample_index: int) -> str:
@@ -214,38 +224,59 @@ class RunStore:
 
     def open_attempt(self) -> None:
         """Start (or restart) writing: derived files anew, the journal appended to."""
-        (self.root / "journal").mkdir(parents=True, exist_ok=True)
-        self._points = _ColumnBatches(_ParquetOut(self.root / "points.parquet", POINT_SCHEMA))
-        fresh = not self.journal_path.exists() or self.journal_path.stat().st_size == 0
-        if fresh:  # each call is answered once per attempt: the journal's rows are final as written
-            self._generations = _ColumnBatches(_ParquetOut(self.root / "generations.parquet", GENERATION_SCHEMA))
-        self._generations_final = False
-        self._rejects = open(self.rejects_path, "wb")
+        with _writing(self.root):
+            (self.root / "journal").mkdir(parents=True, exist_ok=True)
+            self._points = _ColumnBatches(_ParquetOut(self.root / "points.parquet", POINT_SCHEMA))
+            fresh = not self.journal_path.exists() or self.journal_path.stat().st_size == 0
+            if fresh:  # each call is answered once per attempt: the journal's rows are final as written
+                self._generations = _ColumnBatches(_ParquetOut(self.root / "generations.parquet", GENERATION_SCHEMA))
+            self._generations_final = False
+            self._rejects = open(self.rejects_path, "wb")
         self._journal.open()  # drops a final line cut short by a kill
 
     def close_attempt(self) -> int:
-        """Close the attempt's files; returns the number of points written."""
-        points = self._points.close() if self._points is not None else 0
-        if self._generations is not None:
-            self._generations.close()
-            self._generations_final = True
-        self._journal.close()
-        if self._rejects is not None:
-            self._rejects.close()
+        """Close the attempt's files; returns the number of points written.
+
+        Every file is closed even when one fails; the first failure is raised after.
+        """
+        points = 0
+        failure: JournalError | None = None
+        closers = [("points", self._points), ("generations", self._generations),
+                   ("journal", self._journal), ("rejects", self._rejects)]
         self._points = self._generations = None
         self._rejects = None
+        for name, part in closers:
+            if part is None:
+                continue
+            try:
+                with _writing(self.root):
+                    closed = part.close()
+                if name == "points":
+                    points = closed or 0
+                elif name == "generations":
+                    self._generations_final = True
+            except JournalError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return points
+
+    def ensure_space(self) -> None:
+        """JournalError (ENOSPC) when the run directory's disk has too little room to journal a call."""
+        ensure_space(self.root)
 
     # -- writing ---------------------------------------------------------------------------
 
     def write_point(self, point: ReplayPoint) -> None:
         assert self._points is not None
-        self._points.add(point_row(point))
+        with _writing(self.root / "points.parquet"):
+            self._points.add(point_row(point))
 
     def write_reject(self, reject: Reject) -> None:
         assert self._rejects is not None
-        self._rejects.write(reject.model_dump_json().encode() + b"\n")
-        self._rejects.flush()
+        with _writing(self.rejects_path):
+            self._rejects.write(reject.model_dump_json().encode() + b"\n")
+            self._rejects.flush()
 
     def journal(self, generation: Generation, flush: bool = True) -> None:
         """Append one finished call, flushed to the OS so a SIGKILL after the flush loses nothing.
@@ -258,7 +289,8 @@ class RunStore:
         row = generation_row(generation)
         self._journal.append(row, flush=flush)
         if self._generations is not None:
-            self._generations.add(row)
+            with _writing(self.root / "generations.parquet"):
+                self._generations.add(row)
 
     def flush_journal(self) -> None:
         self._journal.flush()
@@ -290,6 +322,10 @@ class RunStore:
         """
         if self._generations_final:
             return
+        with _writing(self.root / "generations.parquet"):
+            self._rebuild_generations()
+
+    def _rebuild_generations(self) -> None:
         # Only calls that errored can appear twice (retried on resume): set just those aside.
         errored = {
             generation_key(row["point_id"], row["deployment"], row.get("sample_index", 0))
@@ -316,8 +352,9 @@ class RunStore:
 
     def write_json(self, name: str, data: Any) -> None:
         tmp = self.root / f".{name}.tmp"
-        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str))
-        os.replace(tmp, self.root / name)
+        with _writing(self.root / name):
+            tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str))
+            os.replace(tmp, self.root / name)
 
 
 def read_points(run_dir: Path) -> Iterator[ReplayPoint]:

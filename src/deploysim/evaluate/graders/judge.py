@@ -19,14 +19,7 @@ from typing import Any
 
 import orjson
 
-from deploysim.core.models import (
-    CallCache,
-    DeploymentCaller,
-    ModelCallError,
-    ModelOutput,
-    default_cache_path,
-    get_model,
-)
+from deploysim.core.models import DeploymentCaller, ModelCallError, ModelOutput, get_model, open_cache
 from deploysim.core.schema import Deployment, GenerationParams, Message, ReplayPoint
 from deploysim.evaluate.graders.base import Decision, GradeItem
 from deploysim.evaluate.graders.catalog import CATALOG, Behaviour
@@ -241,7 +234,7 @@ class JudgeGrader:
             params=GenerationParams(temperature=temp, max_tokens=max_tokens, seed=0),
         )
         self.client = StructuredJudgeClient(get_model(model), structured)
-        self.cache = CallCache(default_cache_path()) if cache else None
+        self.cache = open_cache() if cache else None
         self.caller = DeploymentCaller(deployment, self.client, self.cache)
 
     def messages(self, behaviour: Behaviour, item: GradeItem) -> list[Message]:

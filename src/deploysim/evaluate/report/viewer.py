@@ -1,8 +1,10 @@
 """``deploysim view``: browse the runs under a folder, on 127.0.0.1 only.
 
 Run names come from the folder listing and are looked up, never joined from the URL,
-so a request cannot reach outside RUNS_DIR. Reports are built on request and cached
-until the run's verdicts change.
+so a request cannot reach outside RUNS_DIR. Only requests whose Host header names
+this server by a loopback name (``127.0.0.1``, ``localhost``, ``[::1]``, with its
+port or none) are answered: a DNS-rebinding page, whose requests carry its own host
+name, gets 403. Reports are built on request and cached until the run's verdicts change.
 """
 
 from __future__ import annotations
@@ -13,9 +15,24 @@ import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import cast, Any
 
 HOST = "127.0.0.1"
+#: Host-header names this server answers to (DNS rebinding defence).
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def host_allowed(header: str | None, port: int) -> bool:
+    """Whether a request's Host header names this server: a loopback name, with this port or none."""
+    if not header or any(c in header for c in "/?#@ \t"):
+        return False
+    try:
+        parts = urllib.parse.urlsplit(f"//{header.strip()}")
+        given = parts.port
+    except ValueError:
+        return False
+    name = (parts.hostname or "").rstrip(".")
+    return name in LOOPBACK_NAMES and given in (None, port)
 
 
 def list_runs(runs_dir: Path) -> dict[str, Path]:
@@ -62,6 +79,9 @@ def make_server(runs_dir: Path, port: int = 0) -> ThreadingHTTPServer:
             self.wfile.write(body)
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            if not host_allowed(self.headers.get("Host"), cast("tuple[str, int]", self.server.server_address)[1]):
+                self._send(HTTPStatus.FORBIDDEN, b"<!doctype html><p>forbidden: unknown Host</p>")
+                return
             runs = list_runs(runs_dir)
             path = urllib.parse.urlsplit(self.path).path
             if path == "/":

@@ -81,6 +81,12 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
     _, clusters = np.unique(np.array([cluster_of(r, m) for r, m in zip(record_ids, metadata, strict=True)],
                                      dtype=object), return_inverse=True)
     weights = points["weight"].to_numpy(zero_copy_only=False).astype(float)
+    bad = ~(np.isfinite(weights) & (weights >= 0))
+    if bad.any():  # a NaN or infinite weight would make every rate and interval meaningless
+        first = int(np.flatnonzero(bad)[0])
+        raise RunDirError(f"{points_path}: {int(bad.sum())} point(s) have a weight that is not a finite number "
+                          f">= 0 (first: point {point_ids[first]}, weight {weights[first]}); "
+                          "fix the records' sampling_weight and run again")
     n = len(point_ids)
 
     verdicts = pq.read_table(verdicts_path, columns=["point_id", "deployment", "behaviour", "grader", "flagged"])

@@ -9,16 +9,17 @@ run killed at any moment resumes without resending it (DESIGN rule 4).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
+from deploysim.core.models import DeploymentCaller, check_model_id, get_model, open_cache
 from deploysim.core.schema import LOGGED, SCHEMA_VERSION, Deployment, Generation, GenerationParams, Record, Reject, ReplayPoint
-from deploysim.core.store import RunStore, generation_key
-from deploysim.core.store.journal import exclusive_lock
+from deploysim.core.store import JournalError, RunStore, generation_key
+from deploysim.core.store.journal import exclusive_lock, write_error
 from deploysim.pipeline.config import SimConfig
 from deploysim.pipeline.engine.progress import RunProgress
 from deploysim.pipeline.engine.summary import InputCounts, build_summary
@@ -53,6 +54,20 @@ def _deidentifier(config: SimConfig) -> Callable[[Record], Record] | None:
     return build_deidentifier(config.privacy)
 
 
+def preflight(config: SimConfig) -> None:
+    """What can be checked without sending anything: privacy settings and model ids.
+
+    PrivacyError or ModelIdError; cheap (no de-identifier or client is built).
+    """
+    from deploysim.pipeline.privacy import parse_privacy_config
+
+    parse_privacy_config(config.privacy)
+    for deployment in config.deployments:
+        check_model_id(deployment.model)
+    if config.judge:
+        check_model_id(config.judge)
+
+
 def _grade(config: SimConfig, root: Path, show_progress: bool) -> dict[str, Any] | None:
     if not config.graders:
         return None
@@ -70,6 +85,8 @@ class LocalEngine:
         self.skipped_done = 0
         self.skipped = SkippedInputs()
         self._flush_pending = False
+        #: the first write that failed (a full disk): nothing more is sent once it is set
+        self.failure: JournalError | None = None
 
     def _inputs(self) -> Iterator[Reject | list[ReplayPoint]]:
         """Each record's replay points (de-identified after sampling: sampling reads only ids), or a reject.
@@ -129,9 +146,7 @@ class LocalEngine:
         config, store = self.config, self.store
         started = time.time()
         clients = {d.name: get_model(d.model) for d in config.deployments}
-        cache = None
-        if config.cache:
-            cache = CallCache(Path(config.cache_path) if config.cache_path else default_cache_path())
+        cache = open_cache(Path(config.cache_path) if config.cache_path else None) if config.cache else None
         callers = {d.name: DeploymentCaller(d, clients[d.name], cache) for d in config.deployments}
         done = store.done_keys() if resume else set()
         queues: dict[str, asyncio.Queue[tuple[ReplayPoint, int] | None]] = {
@@ -161,9 +176,14 @@ class LocalEngine:
         finally:
             if cache is not None:
                 cache.close()
-            store.close_attempt()
+            try:
+                store.close_attempt()
+            except JournalError as exc:
+                self.failure = self.failure or exc
             for client in clients.values():
                 await client.aclose()
+        if self.failure is not None:
+            raise self.failure
         store.write_parquet()
         summary = build_summary(store.root, config, self.counts, callers, started, self.skipped_done)
         summary["inputs_skipped"] = self.skipped.by_reason
@@ -172,33 +192,49 @@ class LocalEngine:
 
     async def _produce(self, queues: dict[str, asyncio.Queue[Any]], done: set[str], progress: RunProgress) -> None:
         deployments = self.config.deployments
-        for item in self._inputs():
-            if isinstance(item, Reject):
-                self._reject(item)
-                continue
-            for point in item:
-                self.counts.points += 1
-                self.store.write_point(point)
-                self._journal_logged(point, done)
-                for deployment in deployments:
-                    for sample in range(deployment.samples):
-                        if done and generation_key(point.point_id, deployment.name, sample) in done:
-                            self.skipped_done += 1
-                            progress.advance(deployment.name, skipped=True)
-                            continue
-                        await queues[deployment.name].put((point, sample))
+        try:
+            for item in self._inputs():
+                if self.failure is not None:
+                    break
+                if isinstance(item, Reject):
+                    self._reject(item)
+                    continue
+                for point in item:
+                    self.counts.points += 1
+                    self.store.write_point(point)
+                    self._journal_logged(point, done)
+                    for deployment in deployments:
+                        for sample in range(deployment.samples):
+                            if done and generation_key(point.point_id, deployment.name, sample) in done:
+                                self.skipped_done += 1
+                                progress.advance(deployment.name, skipped=True)
+                                continue
+                            await queues[deployment.name].put((point, sample))
+        except JournalError as exc:
+            self.failure = self.failure or exc
         progress.set_totals({d.name: self.counts.points * d.samples for d in deployments})
 
     def _journal(self, generation: Generation) -> None:
-        """Journal a finished call; one flush per event-loop iteration, before the loop waits again."""
-        self.store.journal(generation, flush=False)
+        """Journal a finished call; one flush per event-loop iteration, before the loop waits again.
+
+        A write that fails (a full disk) stops the run: ``failure`` is set, workers send
+        nothing more, and ``run`` raises it once the calls in flight have come back.
+        """
+        try:
+            self.store.journal(generation, flush=False)
+        except JournalError as exc:
+            self.failure = self.failure or exc
+            return
         if not self._flush_pending:
             self._flush_pending = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
-        self.store.flush_journal()
+        try:
+            self.store.flush_journal()
+        except JournalError as exc:
+            self.failure = self.failure or exc
 
     def _journal_logged(self, point: ReplayPoint, done: set[str]) -> None:
         """What production said is the ``logged`` deployment's answer: no call, just a row."""
@@ -214,6 +250,13 @@ class LocalEngine:
             job = await queue.get()
             if job is _DONE:
                 return
+            if self.failure is None:
+                try:
+                    self.store.ensure_space()  # no call is sent whose answer could not be journaled
+                except JournalError as exc:
+                    self.failure = exc
+            if self.failure is not None:
+                continue  # drain the queue so the producer is never stuck; nothing more is sent
             point, sample = job
             generation = await caller.answer(point, sample, _sample_params(caller.deployment, sample))
             self._journal(generation)
@@ -231,11 +274,17 @@ def run_simulation(config: SimConfig, out: Path, *, resume: bool = False, show_p
     """Run (or resume) a simulation into ``out``; returns the summary that was written."""
     from deploysim.pipeline.config import dump_config
 
+    preflight(config)  # before the directory exists: a bad setting leaves nothing half-made behind
     store = RunStore(out)
     with run_lock(Path(out)):
         if not resume:
-            store.root.mkdir(parents=True, exist_ok=True)
-            store.config_path.write_text(f"# deploysim run config, schema {SCHEMA_VERSION}\n" + dump_config(config))
+            try:
+                store.root.mkdir(parents=True, exist_ok=True)
+                tmp = store.root / ".config.yaml.tmp"  # renamed into place: a kill never leaves half a config
+                tmp.write_text(f"# deploysim run config, schema {SCHEMA_VERSION}\n" + dump_config(config))
+                os.replace(tmp, store.config_path)
+            except OSError as exc:
+                raise write_error(store.config_path, exc) from None
         engine = LocalEngine(config, store, show_progress=show_progress)
         summary = asyncio.run(engine.run(resume=resume))
         grading = _grade(config, store.root, show_progress)

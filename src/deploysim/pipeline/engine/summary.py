@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deploysim.core.models import DeploymentCaller
-from deploysim.core.schema import LOGGED, SCHEMA_VERSION
+from deploysim.core.schema import LOGGED, SCHEMA_VERSION, redact_credentials
 
 if TYPE_CHECKING:
     from deploysim.pipeline.config import SimConfig
@@ -77,7 +77,7 @@ def build_summary(root: Path, config: SimConfig, counts: InputCounts, callers: d
         tally = tallies.get(deployment.name, _Tally())
         stats = callers[deployment.name].stats
         deployments[deployment.name] = {
-            "model": deployment.model,
+            "model": redact_credentials(deployment.model),
             "system_prompt": deployment.system_prompt,
             "expected": counts.points * deployment.samples,
             "generations_ok": tally.ok,
