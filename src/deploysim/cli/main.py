@@ -10,7 +10,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from deploysim.cli._common import EXIT_INTERRUPTED, EXIT_NOT_RECONCILED, EXIT_OK, CliError, output_console
+from deploysim.cli._common import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_RECONCILED,
+    EXIT_OK,
+    CliError,
+    os_error_text,
+    output_console,
+)
 from deploysim.core.models import ModelIdError
 from deploysim.core.registry import REGISTRY, RegistryError
 from deploysim.pipeline.config import ConfigError, SimConfig, load_config, validate_config
@@ -142,6 +149,9 @@ def run(**opts: Any) -> None:
     except JournalError as exc:  # a full or read-only disk: nothing more was sent once it failed
         hint = _resume_hint(out, "free space or fix permissions")
         raise CliError(f"{exc.strerror}; stopped before sending more calls. {hint}") from None
+    except OSError as exc:  # e.g. the grade step's own files on a full or read-only disk
+        hint = _resume_hint(out, "free space or fix permissions")
+        raise CliError(f"cannot write: {os_error_text(exc)}. {hint}") from None
     except KeyboardInterrupt:
         raise CliError(f"interrupted. {_resume_hint(out)}", EXIT_INTERRUPTED) from None
     print_summary(summary, out)
