@@ -43,6 +43,16 @@ class RegistryGroup(click.Group):
         command: click.Command = REGISTRY.get("command", cmd_name)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """A Ctrl-C that no command handled itself (one landing while a command is still being
+        imported or parsed) exits 130 with one line, never click's bare "Aborted!" with exit 1."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            before_run = ctx.invoked_subcommand == "run"  # run's own handler covers it once a run exists
+            raise CliError(f"interrupted. {_resume_hint(None)}" if before_run else "interrupted.",
+                           EXIT_INTERRUPTED) from None
+
 
 @click.group(cls=RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="deploysim")
@@ -126,11 +136,13 @@ def run(**opts: Any) -> None:
     """
     resume_dir = opts["resume_dir"]
     out: Path | None = None
-    try:
+    try:  # before the main try: its except clauses name these classes (a Ctrl-C here left them unbound)
         from deploysim.core.store import JournalError
         from deploysim.pipeline.engine import RunLockedError, run_simulation
         from deploysim.pipeline.privacy import PrivacyError
-
+    except KeyboardInterrupt:
+        raise CliError(f"interrupted. {_resume_hint(None)}", EXIT_INTERRUPTED) from None
+    try:
         if resume_dir:
             out = Path(resume_dir)
             if not (out / "config.yaml").is_file():
