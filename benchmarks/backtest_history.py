@@ -229,8 +229,9 @@ def main() -> None:
     parser.add_argument("--releases", help="build only these releases' rollouts (comma-separated), e.g. to "
                                            "share the work between processes")
     parser.add_argument("--modes", default="logged,simulated", help="user modes to build, in order")
-    parser.add_argument("--sim-per-release", type=int, default=100,
-                        help="conversations per release in the simulated-user mode: the first N of each slice")
+    parser.add_argument("--sim-per-release", type=int, default=0,
+                        help="conversations per release in the simulated-user mode: the first N of each "
+                             "slice (default 0: the whole slice, as in the README)")
     parser.add_argument("--simulator", default=MODEL, help="user simulator model for the simulated-user mode")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reverse", action="store_true",
