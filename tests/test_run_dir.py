@@ -212,3 +212,71 @@ def test_a_new_workload_plugs_in_and_resumes_without_redoing_finished_items(tmp_
     with pytest.raises(RunDirError, match="not a chat run"):
         run_workload(ReplayWorkload(SimConfig(data=[], deployments=[{"name": "c", "model": "instant/echo"}])),
                      out, resume=True)
+
+
+class BatchExecutor:
+    """A test executor in the shape of a provider-batch one: it takes each item's ``call``, sends the
+    calls in batches (here: concurrently, through the call's model) and hands answers to ``finish``."""
+
+    def __init__(self, batch: int = 4) -> None:
+        self.batch = batch
+        self.sent = 0
+
+    async def execute(self, workload: Any, run: Any) -> Any:
+        import asyncio
+
+        done, wanted, skipped, pending = workload.done(run), set(), 0, []
+
+        async def send(items: list[tuple[str, Any]]) -> None:
+            calls = [workload.call(item, run) for _, item in items]
+            answers = await asyncio.gather(*(c.model.generate(c.messages, c.params, c.tools, c.sample, id=c.id)
+                                             for c in calls))
+            self.sent += len(calls)
+            for (key, item), generation in zip(items, answers, strict=True):
+                workload.record(key, workload.finish(item, generation, run), run)
+
+        for key, item in workload.items(run):
+            wanted.add(key)
+            if key in done:
+                skipped += 1
+                continue
+            pending.append((key, item))
+            if len(pending) == self.batch:
+                await send(pending)
+                pending = []
+        if pending:
+            await send(pending)
+        return workload.executed(run, wanted, skipped)
+
+
+def test_the_replay_workload_runs_under_another_executor_with_the_same_result(tmp_path: Path) -> None:
+    """The executor seam: run_workload(..., executor=) runs the replay's calls its own way; rows,
+    counts, summary and resume are the lifecycle's, identical to the built-in queue executor's."""
+    from deploysim.core.lifecycle import Executor, LocalExecutor, run_workload
+
+    def config() -> SimConfig:
+        return SimConfig(data=[str(FIXTURES / "sources" / "sharegpt.json"),
+                               str(FIXTURES / "sources" / "openai_chat.jsonl")],
+                         deployments=[{"name": "a", "model": "instant/echo", "samples": 2},
+                                      {"name": "b", "model": "instant/echo"}], cache=False)
+
+    def texts(root: Path) -> dict[tuple[str, str, int], str | None]:
+        return {(g.point_id, g.deployment, g.sample_index): g.text for g in read_generations(root)}
+
+    builtin = run_workload(ReplayWorkload(config()), tmp_path / "builtin", show_progress=False)
+    batch = BatchExecutor()
+    assert isinstance(batch, Executor)
+    other = run_workload(ReplayWorkload(config()), tmp_path / "batch", show_progress=False, executor=batch)
+    local = run_workload(ReplayWorkload(config()), tmp_path / "local", show_progress=False, executor=LocalExecutor())
+    points = builtin["points"]
+    assert points > 3 and batch.sent == points * 3
+    for summary in (other, local):
+        assert summary["reconciles"] and summary["points"] == points
+        assert summary["deployments"]["a"]["generations_ok"] == 2 * points
+    assert texts(tmp_path / "batch") == texts(tmp_path / "builtin") == texts(tmp_path / "local")
+    assert len(texts(tmp_path / "builtin")) == points * 4  # a (2 samples), b and the logged replies
+    # resume under the other executor: nothing finished is sent again
+    again = BatchExecutor()
+    resumed = run_workload(ReplayWorkload(config()), tmp_path / "batch", resume=True, show_progress=False,
+                           executor=again)
+    assert again.sent == 0 and resumed["reconciles"] and resumed["resumed_calls_skipped"] == points * 3
