@@ -164,7 +164,7 @@ def backtest(out: Path, modes: list[str], logs_of: dict[str, list[Path]], suite:
         pending += [(mode, run, [ready_log[r] for r in run.reads]) for run in sorted(runs,
                                                                                    key=lambda r: order[r.kind])]
     from deploysim.evaluate.graders.run import GradeLockedError
-    from deploysim.pipeline.engine.local import RunLockedError
+    from deploysim.core.lifecycle import RunLockedError
 
     if reverse:  # a second process works from the other end; a run another process holds is skipped for now
         pending.reverse()

@@ -43,7 +43,7 @@ def make_input(path: Path, n: int) -> None:
 
 def worker(mode: str, data: Path, out: Path) -> None:
     from deploysim.pipeline.config import SimConfig
-    from deploysim.pipeline.engine import run_simulation
+    from deploysim import run_simulation
     from deploysim.pipeline.replay import replay_points
     from deploysim.core.schema import Record
     from deploysim.pipeline.sources import iter_inputs

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from click.testing import CliRunner
 from pydantic import ValidationError
 
@@ -263,7 +264,7 @@ def test_config_adds_the_grader_and_gives_it_judge_params(tmp_path: Path) -> Non
     again = AgentRunConfig.model_validate_json(config.model_dump_json())  # what --resume reads back
     assert again.graders == config.graders and again.judge == "instant/echo" and again.policy == str(POLICY_FILE)
     entries = {e["name"]: e["params"] for e in agent_grader_entries(config)}
-    assert entries[POLICY_GRADER] == {"model": "instant/echo", "policy": str(POLICY_FILE), "cache": False}
+    assert entries[POLICY_GRADER] == {"model": "instant/echo", "policy": str(POLICY_FILE)}  # cache: the run's service
     assert "write" in entries["agent_confirmation"] and "model" not in entries["agent_confirmation"]
 
 
@@ -281,7 +282,7 @@ def test_cli_policy_needs_a_judge(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--judge is only used with --policy" in result.output
     result = _cli("--data", DATA, "--candidate", "instant/echo", "--judge", "nonsense", "--policy",
                   str(POLICY_FILE), "--out", str(out))
-    assert result.exit_code == 2 and "--judge" in result.output and not (out / "config.json").exists()
+    assert result.exit_code == 2 and "--judge" in result.output and not (out / "config.yaml").exists()
 
 
 def test_cli_run_grades_with_the_policy_judge_and_records_errors(tmp_path: Path) -> None:
@@ -290,7 +291,7 @@ def test_cli_run_grades_with_the_policy_judge_and_records_errors(tmp_path: Path)
     args = ["--data", DATA, "--limit", "1", "--privacy", "off", "--out", str(out)]
     result = _cli(*args, "--candidate", "instant/echo", "--judge", "instant/echo", "--policy", str(POLICY_FILE))
     assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())
+    config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["judge"] == "instant/echo" and config["policy"] == str(POLICY_FILE)
     assert POLICY_GRADER in config["graders"]
     summary = json.loads((out / "summary.json").read_text())
@@ -302,7 +303,7 @@ def test_cli_run_grades_with_the_policy_judge_and_records_errors(tmp_path: Path)
     mine = [v for v in verdicts if v["grader"] == POLICY_GRADER]
     assert len(mine) == 2 and all(v["flagged"] is None and v["error"] for v in mine)
     assert all(v["grader_version"].startswith("agent-policy-1:instant/echo:k1:policy-") for v in mine)
-    # resume keeps the judge and the policy from config.json
+    # resume keeps the judge and the policy from config.yaml
     result = _cli("--data", DATA, "--out", str(out), "--resume")
     assert result.exit_code == 0, result.output
     assert json.loads((out / "summary.json").read_text())["behaviour_rates"][B_POLICY] == summary[
@@ -366,5 +367,5 @@ def test_policy_judge_with_a_real_model_sends_the_policy_and_parses_strictly(lla
             assert calls[0] in fenced_turn and "[tool result" in fenced_turn
         # a second grader with the same policy answers from the call cache, without a request
         again, [[cached]] = asyncio.run(grade_once())
-        assert again.caller.stats.cache_hits == 1 and again.caller.stats.calls == 0
+        assert again.llm.stats.cache_hits == 1 and again.llm.stats.calls == 0
         assert len(proxy.log.seen) == len(sent) and cached == decision

@@ -143,6 +143,20 @@ def test_agents_run_sources_transcripts_counts_and_resume(tmp_path: Path) -> Non
     assert again["episodes_skipped_on_resume"] == 2 and again["reconciled"]
     assert again["candidate_calls"]["cache_hits"] == 3 and len(CALLS) == calls_before
     assert again["tool_calls_by_source"] == by_source
+    # agent grading resumes too: the verdicts journaled are not asked again ...
+    assert again["verdicts_this_attempt"] == 0 and again["verdicts"] == summary["verdicts"]
+    assert again["behaviour_rates"] == summary["behaviour_rates"]
+    # ... and grading killed mid-way grades only what it had not journaled
+    verdict_journal = root / "journal" / "verdicts.jsonl"
+    lines = verdict_journal.read_bytes().splitlines(keepends=True)
+    verdict_journal.write_bytes(b"".join(lines[:5]) + lines[5][:7])
+    result = CliRunner().invoke(__import__("deploysim.cli.main").cli.main,
+                                ["agents", "run", "--data", DATA, "--out", str(root), "--resume"])
+    assert result.exit_code == 0, result.output
+    third = json.loads((root / "summary.json").read_text())
+    assert third["verdicts_this_attempt"] == len(lines) - 5 and third["verdicts"] == summary["verdicts"]
+    assert third["behaviour_rates"] == summary["behaviour_rates"]
+    assert json.loads((root / "manifest.json").read_text())["kind"] == "agents"
     # a second plain run into the same directory is refused
     assert _run(tmp_path).exit_code == 2
 
@@ -356,14 +370,15 @@ def test_required_first_forces_only_the_first_step(tmp_path: Path) -> None:
     seen: list[str | None] = []
 
     class Caller:
-        deployment = type("D", (), {"params": GenerationParams()})()
+        params = GenerationParams()
 
-        async def answer(self, point: Any, sample_index: int = 0, params: GenerationParams | None = None) -> Any:
-            seen.append((params or self.deployment.params).tool_choice)
+        async def generate(self, messages: Any, params: GenerationParams | None = None, tools: Any = (),
+                           sample: int = 0, *, id: str = "") -> Any:
+            seen.append((params or self.params).tool_choice)
             calls = [ToolCall(id=f"c{len(seen)}", name="think", arguments='{"thought": "x"}')] if len(seen) < 3 else []
             from deploysim.core.schema import Generation
 
-            return Generation(point_id=point.point_id, deployment="candidate", text="done" if not calls else None,
+            return Generation(point_id=id, deployment="candidate", text="done" if not calls else None,
                               tool_calls=calls)
 
     class Resolver:

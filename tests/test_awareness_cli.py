@@ -58,7 +58,7 @@ model_provider("scripted-aware", "test double for the awareness CLI")(ScriptedAw
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from deploysim.pipeline.config import SimConfig
     from deploysim.cli.demo import sample_path
-    from deploysim.pipeline.engine import run_simulation
+    from deploysim import run_simulation
 
     out = tmp_path_factory.mktemp("awareness") / "run"
     config = SimConfig(data=[str(sample_path())], format="sharegpt", sample=N, seed=1,
@@ -127,7 +127,7 @@ def test_awareness_end_to_end_known_rates(run_dir: Path, tmp_path: Path) -> None
     assert {a["reason"] for a in answers} == {"leading", "only_label", "no_label"}
 
 
-def test_awareness_resumes_from_the_call_cache(run_dir: Path, tmp_path: Path) -> None:
+def test_awareness_resumes_from_its_run_and_the_call_cache(run_dir: Path, tmp_path: Path) -> None:
     args = ["--model", "scripted-aware/x", "--run", str(run_dir), "--suites", "real,simulated",
             "--probe-format", "quote", "--questions", "eval-or-real,exam-or-live", "--repeats", "2",
             "--temperature", "0.7", "--cache-path", str(tmp_path / "c.sqlite"), "--out", str(tmp_path / "r.json")]
@@ -138,9 +138,19 @@ def test_awareness_resumes_from_the_call_cache(run_dir: Path, tmp_path: Path) ->
     ScriptedAwareModel.calls = 0
     assert _invoke(args).exit_code == 0
     second = json.loads((tmp_path / "r.json").read_text())
-    assert ScriptedAwareModel.calls == 0
-    assert second["calls"]["cache_hits"] == second["calls"]["planned"]
+    assert ScriptedAwareModel.calls == 0  # the same probe resumes its run directory: every item journaled
+    assert second["calls"]["resumed"] == second["calls"]["planned"] and second["calls"]["unique"] == 0
     assert second["results"] == first["results"]
+    [awareness_run] = (tmp_path / "r.awareness").iterdir()
+    assert json.loads((awareness_run / "manifest.json").read_text())["kind"] == "awareness"
+    import shutil
+
+    shutil.rmtree(awareness_run)  # without its run directory, every answer comes from the call cache
+    assert _invoke(args).exit_code == 0
+    third = json.loads((tmp_path / "r.json").read_text())
+    assert ScriptedAwareModel.calls == 0
+    assert third["calls"]["cache_hits"] == third["calls"]["planned"]
+    assert third["results"] == first["results"]
     assert list(first["results"]) == ["quote"]
     assert [q["id"] for q in first["probe"]["questions"]] == ["eval-or-real", "exam-or-live"]
     assert first["probe"]["repeats"] == 2 and first["probe"]["temperature"] == 0.7

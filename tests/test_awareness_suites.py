@@ -143,8 +143,8 @@ def test_redaction_audit_placeholder_vs_surrogate() -> None:
 
 def test_run_suites_pair_logged_and_regenerated_replies(tmp_path: Path) -> None:
     from deploysim.cli.demo import sample_path
+    from deploysim import run_simulation
     from deploysim.pipeline.config import SimConfig
-    from deploysim.pipeline.engine import run_simulation
 
     config = SimConfig(data=[str(sample_path())], format="sharegpt", sample=5, seed=3,
                        deployments=[{"name": "candidate", "model": "instant/echo"}], cache=False)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from deploysim.cli.main import main
 from deploysim.pipeline.config import SimConfig, load_config
-from deploysim.pipeline.engine import run_simulation
+from deploysim import run_simulation
 from deploysim.core.store import RunStore, read_generations, read_points
 
 SOURCES = Path(__file__).parent / "fixtures" / "sources"

@@ -161,7 +161,7 @@ def test_third_party_plugin_via_entry_point_is_used_in_a_run(tmp_path: Path, mon
         assert "acme_shout" in registry()
         # Used in a real run: the engine calls grade_run with config.graders.
         from deploysim.pipeline.config import SimConfig
-        from deploysim.pipeline.engine import run_simulation
+        from deploysim import run_simulation
 
         data = tmp_path / "chats.jsonl"
         data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": u},

@@ -80,7 +80,7 @@ def test_judge_calls_are_cached_through_the_call_cache(llama_server: str) -> Non
     one = asyncio.run(grade_and_close(first))
     second = create_grader("judge", model=model, behaviours=["over_refusal"], max_tokens=120)
     two = asyncio.run(grade_and_close(second))
-    assert second.caller.stats.cache_hits == 1 and second.caller.stats.calls == 0
+    assert second.llm.stats.cache_hits == 1 and second.llm.stats.calls == 0
     assert one == two
 
 

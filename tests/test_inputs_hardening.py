@@ -20,7 +20,7 @@ from deploysim.cli.main import main
 from deploysim.core.schema import Record, Reject
 from deploysim.core.store import read_generations, read_points
 from deploysim.pipeline.config import SimConfig
-from deploysim.pipeline.engine import run_simulation
+from deploysim import run_simulation
 from deploysim.pipeline.sources import detect_format, iter_inputs
 from deploysim.pipeline.sources.native import native_row
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploysim.pipeline.config import SimConfig
-from deploysim.pipeline.engine import run_simulation
+from deploysim import run_simulation
 from deploysim.core.store import read_generations
 from tests.conftest import require_local_model
 

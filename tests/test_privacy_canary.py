@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deploysim.pipeline.config import SimConfig
-from deploysim.pipeline.engine import run_simulation
+from deploysim import run_simulation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "privacy"
 REPLY = {

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from deploysim.pipeline.config import SimConfig
-from deploysim.pipeline.engine import run_simulation
+from deploysim import run_simulation
 from tests.loopback import LoopbackProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]

@@ -166,7 +166,7 @@ def _records(path: Path, weights: list[float]) -> Path:
 def test_changing_a_judge_rubric_regrades_on_resume(tmp_path: Path, counting_judge: Any) -> None:
     from deploysim.evaluate.graders import grade_run
     from deploysim.pipeline.config import SimConfig
-    from deploysim.pipeline.engine import run_simulation
+    from deploysim import run_simulation
 
     config = SimConfig(data=[str(_records(tmp_path / "r.jsonl", [1, 1, 1]))], graders=[], cache=False,
                        deployments=[{"name": "candidate", "model": "instant/echo"}], privacy={"mode": "off"})
@@ -211,7 +211,7 @@ def test_summary_json_and_the_gate_report_the_same_rate(tmp_path: Path) -> None:
     """Sampling weights make the weighted rate (9/12) differ from the count of flagged verdicts (1/4)."""
     from deploysim.evaluate.gate import evaluate_gate
     from deploysim.pipeline.config import SimConfig
-    from deploysim.pipeline.engine import run_simulation
+    from deploysim import run_simulation
 
     model_provider("refuser")(_Refuser)
     try:

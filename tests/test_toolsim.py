@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from deploysim.core.models import DeploymentCaller, ModelOutput
-from deploysim.core.schema import Deployment, GenerationParams, Message, Record, ToolCall
+from deploysim.core.models import Limits, Model, ModelOutput
+from deploysim.core.schema import GenerationParams, Message, Record, ToolCall
 from deploysim.agents.toolsim import (
     ConnectorError,
     JsonDocumentConnector,
@@ -57,7 +57,7 @@ class FakeSim:
 
 
 def simulator(fake: FakeSim) -> LLMToolSimulator:
-    return LLMToolSimulator(DeploymentCaller(Deployment(name="sim", model="fake/sim", max_retries=0), fake, None))
+    return LLMToolSimulator(Model(fake, None, name="sim", limits=Limits(max_retries=0)))
 
 
 def call(name: str, args: Any, cid: str = "c1") -> ToolCall:

@@ -25,7 +25,7 @@ _LAZY = {
     "Verdict": "deploysim.core.schema",
     "SimConfig": "deploysim.pipeline.config",
     "load_config": "deploysim.pipeline.config",
-    "run_simulation": "deploysim.pipeline.engine",
+    "run_simulation": "deploysim.evaluate.simulate",
     "ModelClient": "deploysim.core.models",
     "get_model": "deploysim.core.models",
     "model_provider": "deploysim.core.models",

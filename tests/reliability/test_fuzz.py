@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from deploysim.cli.main import main
 from deploysim.pipeline.config import SimConfig
-from deploysim.pipeline.engine import run_simulation
+from deploysim import run_simulation
 from tests.reliability.mutate import FORMATS, Outcome, build_files, judge_file
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deploysim.agents.toolsim.calls import ToolPolicy, call_signature, tool_names
+from deploysim.core.models import ModelService
 from deploysim.core.schema import Message, ToolCall
 from deploysim.evaluate.graders import BaseGrader, Behaviour, Decision, GradeItem
 from deploysim.evaluate.graders.judge import JudgeGrader, fence_nonce, render_transcript
@@ -325,7 +326,8 @@ class PolicyGrader(JudgeGrader):
 
     def __init__(self, model: str | None = None, policy: str | Path | None = None, policy_text: str | None = None,
                  max_policy_chars: int = 12000, max_context_chars: int = 3000, max_turn_chars: int = 6000,
-                 max_part_chars: int = 1500, name: str = "", **judge: Any) -> None:
+                 max_part_chars: int = 1500, name: str = "", service: ModelService | None = None,
+                 **judge: Any) -> None:
         if not model:
             raise ValueError("agent_policy needs a judge model: `deploysim agents run --judge MODEL --policy FILE`, "
                              "or params {model: MODEL} (e.g. openai/gpt-4.1-mini or "
@@ -341,7 +343,7 @@ class PolicyGrader(JudgeGrader):
             raise ValueError("agent_policy: max_policy_chars must be >= 1")
         judge.pop("behaviours", None)
         judge.pop("rubrics", None)
-        super().__init__(model=model, behaviours=[B_POLICY], name=name, **judge)
+        super().__init__(model=model, behaviours=[B_POLICY], name=name, service=service, **judge)
         self.policy_text = policy_text
         self.limits = {"max_policy_chars": max_policy_chars, "max_context_chars": max_context_chars,
                        "max_turn_chars": max_turn_chars, "max_part_chars": max_part_chars}

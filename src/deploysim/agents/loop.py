@@ -1,6 +1,6 @@
 """One agent episode: from a user message, the candidate acts until it hands back (DESIGN rule 1).
 
-The candidate's calls go through ``DeploymentCaller`` (cache, retries, limits), its
+The candidate's calls go through the run's ``Model`` (cache, retries, limits), its
 tool calls through the ``ToolResolver`` chain. Only this agent turn is generated:
 the logged user's next message was written to the old agent and is never replayed.
 """
@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from deploysim.agents.toolsim.calls import infer_tool_specs
 from deploysim.agents.toolsim.resolver import ToolAnswer, ToolResolver, tool_message
-from deploysim.core.models import DeploymentCaller
-from deploysim.core.schema import Message, Record, ReplayPoint
+from deploysim.core.models import Model
+from deploysim.core.schema import Message, Record
 
 Status = Literal["handed_back", "step_limit", "errored"]
 #: ``required-first``: the first step must call a tool (forced tool use), later steps choose freely;
@@ -87,12 +87,12 @@ class EpisodeResult:
                                  for a in self.answers]}
 
 
-async def run_episode(record: Record, start: int, caller: DeploymentCaller, resolver: ToolResolver,
+async def run_episode(record: Record, start: int, model: Model, resolver: ToolResolver,
                       max_steps: int = 8, tool_choice: str = "auto") -> EpisodeResult:
     if tool_choice not in TOOL_CHOICES:
         raise ValueError(f"tool_choice must be one of {TOOL_CHOICES}, not {tool_choice!r}")
     tools = record.tools or infer_tool_specs(record.messages)
-    first_params = caller.deployment.params.model_copy(update={"tool_choice": "required"})
+    first_params = model.params.model_copy(update={"tool_choice": "required"})
     logged = logged_turn(record, start)
     force_first = bool(tools) and (tool_choice == "required-first"
                                    or (tool_choice == "as-logged" and bool(logged) and bool(logged[0].tool_calls)))
@@ -100,9 +100,8 @@ async def run_episode(record: Record, start: int, caller: DeploymentCaller, reso
     conversation = list(record.messages[: start + 1])
     result = EpisodeResult(episode_id(record, start), record.id, start, "step_limit", conversation)
     for step in range(max_steps):
-        point = ReplayPoint(point_id=f"{result.episode_id}#{step}", record_id=record.id, turn_index=start,
-                            prefix=conversation, tools=tools)
-        generation = await caller.answer(point, params=first_params if force_first and step == 0 else None)
+        generation = await model.generate(conversation, first_params if force_first and step == 0 else None, tools,
+                                          id=f"{result.episode_id}#{step}")
         result.steps = step + 1
         result.prompt_tokens += generation.usage.prompt_tokens
         result.completion_tokens += generation.usage.completion_tokens

@@ -1,23 +1,27 @@
-"""``deploysim agents run``: agent episodes into a resumable run directory.
+"""``deploysim agents run``: agent episodes into a resumable run directory (kind ``agents``).
 
-Layout::
+A workload of the run lifecycle (``deploysim.core.lifecycle``): items are episodes,
+processing one runs the candidate's turn; the lifecycle does the lock, config snapshot,
+manifest, journal, resume, grading and summary. Layout::
 
-    config.json                  resolved configuration (what --resume re-reads)
+    manifest.json                kind agents, schema version
+    config.yaml                  resolved configuration (what --resume re-reads)
     rejects.jsonl                inputs that are not usable trajectories
     prior_calls.sqlite           the prior-call store (derived: rebuilt each attempt; only with privacy
                                  off — it holds raw outputs, so otherwise it lives in memory)
     journal/episodes.jsonl       one line per finished episode (the resume journal)
     transcripts/<episode>.json   full conversation + the source of every tool answer
+    journal/verdicts.jsonl       one line per verdict (grading streams and resumes)
     verdicts.parquet             agent graders on the candidate's and the logged turn
     summary.json                 counts that reconcile
 
 Resume: episodes journaled without error are skipped; the rest re-run, and every
 model call they already paid for (candidate or simulator) comes from the call cache.
+Verdicts already journaled are not asked again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import time
@@ -32,6 +36,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from deploysim.agents.graders import AGENT_GRADERS, POLICY_GRADER, read_policy
 from deploysim.agents.loop import EpisodeResult, agent_turn_starts, episode_id, logged_turn, run_episode
 from deploysim.agents.toolformat import wrap_for_tools
+from deploysim.core.lifecycle import Executed, Run, Workload, run_workload
+from deploysim.core.models import Limits, Model, ModelService
+from deploysim.core.schema import LOGGED, GenerationParams, Message, Record, Reject
+from deploysim.core.store import RunDirError, RunStore, read_config, read_verdicts
+from deploysim.evaluate.graders import GradeItem, build_graders
+from deploysim.evaluate.graders.run import grade_items
+from deploysim.pipeline.sources import iter_inputs
 from deploysim.agents.toolsim import (
     LLMToolSimulator,
     PriorCallStore,
@@ -42,11 +53,6 @@ from deploysim.agents.toolsim import (
     parse_affordances,
 )
 from deploysim.agents.toolsim.resolver import SOURCES
-from deploysim.core.models import CallCache, DeploymentCaller, get_model, open_cache
-from deploysim.core.schema import LOGGED, Deployment, GenerationParams, Message, Record, Reject, Verdict
-from deploysim.core.store.journal import JsonlJournal
-from deploysim.core.store.run_dir import write_verdicts
-from deploysim.pipeline.engine.local import run_lock
 from deploysim.pipeline.sources import iter_inputs
 
 
@@ -164,131 +170,126 @@ def build_resolver(config: AgentRunConfig, records: Iterable[Record | tuple[Reco
                         leave_one_out=leave_one_out, deid=deid_text)
 
 
-def simulator_caller(config: AgentRunConfig, cache: CallCache | None) -> DeploymentCaller | None:
+def simulator_model(config: AgentRunConfig, models: ModelService) -> Model | None:
     if not config.simulator:
         return None
-    deployment = Deployment(name="simulator", model=config.simulator, concurrency=1, timeout_s=config.timeout_s,
-                            params=GenerationParams(temperature=0.0, max_tokens=config.simulator_max_tokens))
-    return DeploymentCaller(deployment, get_model(config.simulator), cache)
+    return models.model(config.simulator, name="simulator",
+                        params=GenerationParams(temperature=0.0, max_tokens=config.simulator_max_tokens),
+                        limits=Limits(concurrency=1, timeout_s=config.timeout_s))
 
 
-async def _run(config: AgentRunConfig, root: Path, resume: bool) -> dict[str, Any]:
-    started = time.time()
-    deid, deid_text = deidentifiers(config.privacy)
-    journal = JsonlJournal(root / "journal" / "episodes.jsonl", key="episode_id")
-    done = {k for k, row in journal.latest().items() if row.get("status") != "errored"} if resume else set()
-    cache = open_cache() if config.cache else None
-    candidate = Deployment(name="candidate", model=config.candidate, concurrency=config.concurrency,
-                           timeout_s=config.timeout_s,
-                           params=GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens))
-    client = wrap_for_tools(get_model(config.candidate), config.tool_format)
-    caller = DeploymentCaller(candidate, client, cache)
-    sim_caller = simulator_caller(config, cache)
-    rejects: list[Reject] = []
-    records_read = 0
-
-    def prior_records() -> Iterator[tuple[Record, Record]]:
-        nonlocal records_read
-        for pair in iter_trajectory_pairs(config.data, deid, rejects, config.tools_file):
-            records_read += 1
-            yield pair
-        if config.prior:
-            yield from iter_trajectory_pairs(config.prior, deid, tools_file=config.tools_file)
-
-    # The store streams to disk; with privacy on, its raw outputs (re-de-identified per episode on
-    # a hit) are sealed under a key that only this process holds.
-    privacy_on = deid_text is not None
-    records: Iterable[Record | tuple[Record, Record]] = (
-        prior_records() if privacy_on else (clean for clean, _raw in prior_records()))  # off: raw is clean
-    resolver = build_resolver(config, records, root / "prior_calls.sqlite",
-                              LLMToolSimulator(sim_caller) if sim_caller else None, deid_text,
-                              sealer=RawSealer() if privacy_on else None)
-    (root / "transcripts").mkdir(parents=True, exist_ok=True)
-    (root / "rejects.jsonl").write_bytes(b"".join(r.model_dump_json().encode() + b"\n" for r in rejects))
-    semaphore = asyncio.Semaphore(max(1, config.concurrency))
-    skipped = 0
-    episodes: list[tuple[Record, int]] = []
-    for n, record in enumerate(iter_trajectories(config.data, deid, tools_file=config.tools_file)):
-        if config.limit is not None and n >= config.limit:
-            break
-        for start in agent_turn_starts(record, config.turns):
-            episodes.append((record, start))
-
-    async def one(record: Record, start: int) -> None:
-        async with semaphore:
-            try:
-                result = await run_episode(record, start, caller, resolver, config.max_steps, config.tool_choice)
-            except Exception as exc:  # one broken episode must not sink the run (rule 3)
-                result = EpisodeResult(episode_id(record, start), record.id, start, "errored",
-                                       list(record.messages[: start + 1]), error=f"{type(exc).__name__}: {exc}"[:300])
-            path = root / "transcripts" / f"{_safe_name(result.episode_id)}.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(orjson.dumps(result.transcript(), option=orjson.OPT_INDENT_2))
-            tmp.replace(path)  # transcript first: a journal line always has its transcript
-            journal.append(result.journal_row() | {"transcript": path.name})
-
-    try:
-        with journal:
-            todo = []
-            for record, start in episodes:
-                if episode_id(record, start) in done:
-                    skipped += 1
-                    continue
-                todo.append(one(record, start))
-            await asyncio.gather(*todo)
-    finally:
-        if cache is not None:
-            cache.close()
-        await client.aclose()
-        if resolver.store is not None:
-            resolver.store.close()
-    wanted = {episode_id(r, s) for r, s in episodes}
-    rows = {k: v for k, v in journal.latest().items() if k in wanted}
-    verdict_count, rates = await grade_episodes(root, rows, {episode_id(r, s): (r, s) for r, s in episodes}, config)
-    by_source = dict.fromkeys(SOURCES, 0)
-    statuses: dict[str, int] = {}
-    for row in rows.values():
-        statuses[row["status"]] = statuses.get(row["status"], 0) + 1
-        for source, n in row["tool_calls_by_source"].items():
-            by_source[source] += n
-    tool_calls = sum(row["tool_calls"] for row in rows.values())
-    errored = statuses.get("errored", 0)
-    summary = {
-        "records_read": records_read + len(rejects),
-        "records_accepted": records_read,
-        "records_rejected": len(rejects),
-        "episodes": len(episodes),
-        "episodes_done": len(rows) - errored,
-        "episodes_errored": errored,
-        "episodes_missing": len(episodes) - len(rows),
-        "episodes_by_status": statuses,
-        "episodes_skipped_on_resume": skipped,
-        "tool_calls": tool_calls,
-        "tool_calls_by_source": by_source,
-        "candidate_calls": caller.stats.__dict__,
-        "simulator_calls": sim_caller.stats.__dict__ if sim_caller else None,
-        "verdicts": verdict_count,
-        "behaviour_rates": rates,
-        "wall_s": round(time.time() - started, 2),
-    }
-    summary["reconciled"] = (summary["episodes"] == summary["episodes_done"] + summary["episodes_errored"]
-                             and sum(by_source.values()) == tool_calls
-                             and summary["records_read"] == summary["records_accepted"] + summary["records_rejected"])
-    tmp = root / ".summary.json.tmp"
-    tmp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str))
-    tmp.replace(root / "summary.json")
-    return summary
+Episode = tuple[Record, int]
 
 
-async def grade_episodes(root: Path, rows: dict[str, dict[str, Any]], episodes: dict[str, tuple[Record, int]],
-                   config: AgentRunConfig) -> tuple[int, dict[str, Any]]:
-    """Agent graders over the candidate's turn and the logged agent's turn of every finished episode."""
-    from deploysim.agents import graders as _agent_graders  # noqa: F401  (registers the agent graders)
-    from deploysim.evaluate.graders import GradeItem, build_graders
-    from deploysim.evaluate.graders.base import to_verdicts
+class AgentWorkload(Workload[AgentRunConfig, Episode]):
+    """Kind ``agents``: one item per agent turn; processing runs the candidate until it hands back."""
 
-    graders = build_graders(agent_grader_entries(config))
-    items: list[GradeItem] = []
+    kind = "agents"
+    journal = "episodes"
+    key = "episode_id"
+
+    def service(self) -> ModelService:
+        return ModelService(cache=self.config.cache)
+
+    def concurrency(self) -> int:
+        return max(1, self.config.concurrency)
+
+    async def setup(self, run: Run) -> None:
+        config = self.config
+        deid, deid_text = deidentifiers(config.privacy)
+        self.candidate = run.models.model(
+            config.candidate, name="candidate",
+            params=GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens),
+            limits=Limits(concurrency=config.concurrency, timeout_s=config.timeout_s),
+            wrap=lambda client: wrap_for_tools(client, config.tool_format))
+        self.simulator = simulator_model(config, run.models)
+        rejects: list[Reject] = []
+        self.records_read = 0
+
+        def prior_records() -> Iterator[tuple[Record, Record]]:
+            for pair in iter_trajectory_pairs(config.data, deid, rejects, config.tools_file):
+                self.records_read += 1
+                yield pair
+            if config.prior:
+                yield from iter_trajectory_pairs(config.prior, deid, tools_file=config.tools_file)
+
+        # The store streams to disk; with privacy on, its raw outputs (re-de-identified per episode on
+        # a hit) are sealed under a key that only this process holds.
+        privacy_on = deid_text is not None
+        records: Iterable[Record | tuple[Record, Record]] = (
+            prior_records() if privacy_on else (clean for clean, _raw in prior_records()))  # off: raw is clean
+        self.resolver = build_resolver(config, records, run.store.path("prior_calls.sqlite"),
+                                       LLMToolSimulator(self.simulator) if self.simulator else None, deid_text,
+                                       sealer=RawSealer() if privacy_on else None)
+        self.rejects = run.store.write_rejects(rejects)
+        run.store.path("transcripts").mkdir(parents=True, exist_ok=True)
+        self.episodes: dict[str, Episode] = {}
+        for n, record in enumerate(iter_trajectories(config.data, deid, tools_file=config.tools_file)):
+            if config.limit is not None and n >= config.limit:
+                break
+            for start in agent_turn_starts(record, config.turns):
+                self.episodes[episode_id(record, start)] = (record, start)
+
+    def items(self, run: Run) -> Iterator[tuple[str, Episode]]:
+        yield from self.episodes.items()
+
+    async def process(self, item: Episode, run: Run) -> dict[str, Any]:
+        record, start = item
+        config = self.config
+        try:
+            result = await run_episode(record, start, self.candidate, self.resolver, config.max_steps,
+                                       config.tool_choice)
+        except Exception as exc:  # one broken episode must not sink the run (rule 3)
+            result = EpisodeResult(episode_id(record, start), record.id, start, "errored",
+                                   list(record.messages[: start + 1]), error=f"{type(exc).__name__}: {exc}"[:300])
+        path = run.store.path("transcripts") / f"{_safe_name(result.episode_id)}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(result.transcript(), option=orjson.OPT_INDENT_2))
+        tmp.replace(path)  # transcript first: a journal line always has its transcript
+        return result.journal_row() | {"transcript": path.name}
+
+    async def teardown(self, run: Run) -> None:
+        if self.resolver.store is not None:
+            self.resolver.store.close()
+
+    def summarise(self, run: Run, executed: Executed) -> dict[str, Any]:
+        self.rows = rows = executed.rows
+        by_source = dict.fromkeys(SOURCES, 0)
+        statuses: dict[str, int] = {}
+        for row in rows.values():
+            statuses[row["status"]] = statuses.get(row["status"], 0) + 1
+            for source, n in row["tool_calls_by_source"].items():
+                by_source[source] += n
+        tool_calls = sum(row["tool_calls"] for row in rows.values())
+        errored = statuses.get("errored", 0)
+        summary = {
+            "records_read": self.records_read + self.rejects,
+            "records_accepted": self.records_read,
+            "records_rejected": self.rejects,
+            "episodes": executed.wanted,
+            "episodes_done": len(rows) - errored,
+            "episodes_errored": errored,
+            "episodes_missing": executed.wanted - len(rows),
+            "episodes_by_status": statuses,
+            "episodes_skipped_on_resume": executed.skipped,
+            "tool_calls": tool_calls,
+            "tool_calls_by_source": by_source,
+            "candidate_calls": self.candidate.stats.__dict__,
+            "simulator_calls": self.simulator.stats.__dict__ if self.simulator else None,
+            "wall_s": round(time.time() - run.started, 2),
+        }
+        summary["reconciled"] = (summary["episodes"] == summary["episodes_done"] + summary["episodes_errored"]
+                                 and sum(by_source.values()) == tool_calls
+                                 and summary["records_read"] == summary["records_accepted"]
+                                 + summary["records_rejected"])
+        return summary
+
+    async def grade(self, run: Run) -> dict[str, Any]:
+        return await grade_episodes(run.root, self.rows, self.episodes, self.config, run.models)
+
+
+def _grade_items(root: Path, rows: dict[str, dict[str, Any]], episodes: dict[str, Episode]) -> Iterator[GradeItem]:
+    """The candidate's turn and the logged agent's turn of every finished episode, one at a time."""
     for key, row in rows.items():
         if row["status"] == "errored":
             continue
@@ -297,49 +298,49 @@ async def grade_episodes(root: Path, rows: dict[str, dict[str, Any]], episodes: 
         messages = [Message.model_validate(m) for m in transcript["messages"]]
         final = messages[-1] if row["status"] == "handed_back" else Message(role="assistant", content="")
         context = messages[:-1] if row["status"] == "handed_back" else messages
-        items.append(GradeItem(context=context, reply=final.text(), tools=record.tools, point_id=key,
-                               deployment="candidate", finish_reason=row["status"]))
+        yield GradeItem(context=context, reply=final.text(), tools=record.tools, point_id=key,
+                        deployment="candidate", finish_reason=row["status"])
         turn = logged_turn(record, start)
         if turn:
             logged_final = turn[-1] if turn[-1].role == "assistant" and not turn[-1].tool_calls else None
             steps = turn[:-1] if logged_final is not None else turn
-            items.append(GradeItem(context=list(record.messages[: start + 1]) + steps,
-                                   reply=logged_final.text() if logged_final else "", tools=record.tools,
-                                   point_id=key, deployment=LOGGED, finish_reason=LOGGED))
-    verdicts: list[Verdict] = []
+            yield GradeItem(context=list(record.messages[: start + 1]) + steps,
+                            reply=logged_final.text() if logged_final else "", tools=record.tools,
+                            point_id=key, deployment=LOGGED, finish_reason=LOGGED)
+
+
+async def grade_episodes(root: Path, rows: dict[str, dict[str, Any]], episodes: dict[str, Episode],
+                         config: AgentRunConfig, models: ModelService) -> dict[str, Any]:
+    """Agent graders over every finished episode: streamed, journaled, resumed (a second call regrades nothing)."""
+    from deploysim.agents import graders as _agent_graders  # noqa: F401  (registers the agent graders)
+
+    graders = build_graders(agent_grader_entries(config), service=models)
+    written, this_attempt = await grade_items(root, graders, _grade_items(root, rows, episodes), None, False)
     counts: dict[str, dict[str, list[int]]] = {}
-    try:
-        for g in graders:
-            for item, decisions in zip(items, await g.grade(items), strict=True):
-                verdicts.extend(to_verdicts(g, item, decisions))
-                for d in decisions:
-                    tally = counts.setdefault(d.behaviour, {}).setdefault(item.deployment, [0, 0, 0])
-                    if d.flagged is None:  # undecided (e.g. an unparseable judge answer): an error, not a "no"
-                        tally[2] += 1
-                    else:
-                        tally[0] += int(d.flagged)
-                        tally[1] += 1
-    finally:
-        for g in graders:  # the judge holds a model client and a call-cache handle
-            closer = getattr(g, "aclose", None)
-            if closer is not None:
-                await closer()
-    written = write_verdicts(root, verdicts)
+    for verdict in read_verdicts(root):
+        if verdict.point_id not in rows:
+            continue
+        tally = counts.setdefault(verdict.behaviour, {}).setdefault(verdict.deployment, [0, 0, 0])
+        if verdict.flagged is None:  # undecided (e.g. an unparseable judge answer): an error, not a "no"
+            tally[2] += 1
+        else:
+            tally[0] += int(verdict.flagged)
+            tally[1] += 1
     rates = {b: {dep: {"flagged": f, "n": n, "errors": e, "rate": round(f / n, 4) if n else None}
                  for dep, (f, n, e) in by_dep.items()} for b, by_dep in counts.items()}
-    return written, rates
+    return {"verdicts": written, "verdicts_this_attempt": this_attempt, "behaviour_rates": rates}
 
 
 def agent_grader_entries(config: AgentRunConfig) -> list[dict[str, Any]]:
     """Each configured agent grader with its parameters: the rule graders get the tool policy
-    (read/write/shell lists of the connectors YAML); agent_policy gets the judge model, the
-    policy file and the run's cache setting (its calls go to the same call cache as the run's)."""
+    (read/write/shell lists of the connectors YAML); agent_policy gets the judge model and the
+    policy file (its calls go through the run's model service: the run's cache setting holds)."""
     _, _, tool_cfg = load_connector_config(config.connectors)
     tools = {k: list(v) for k, v in tool_cfg.items() if k in ("read", "write", "shell")}
     entries: list[dict[str, Any]] = []
     for name in config.graders:
         if name == POLICY_GRADER:
-            params: dict[str, Any] = {"model": config.judge, "policy": config.policy, "cache": config.cache}
+            params: dict[str, Any] = {"model": config.judge, "policy": config.policy}
         else:
             params = dict(tools)
         entries.append({"name": name, "params": params})
@@ -347,20 +348,18 @@ def agent_grader_entries(config: AgentRunConfig) -> list[dict[str, Any]]:
 
 
 def run_agents(config: AgentRunConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume: the saved config.yaml wins) agent episodes into ``out``; returns the summary."""
     out = Path(out)
-    with run_lock(out):
-        config_path = out / "config.json"
-        if resume:
-            if not config_path.is_file():
-                raise FileNotFoundError(f"{out}: no config.json to resume")
-            config = AgentRunConfig.model_validate_json(config_path.read_bytes())
-            check_policy_grader(config)  # a moved policy file fails now, not after the episodes ran
-        else:
-            if config_path.exists():
-                raise FileExistsError(f"{out} already holds a run; pass --resume to finish it")
-            check_policy_grader(config)  # before config.json: a bad --policy/--judge leaves no run behind
-            config_path.write_text(config.model_dump_json(indent=2))
-        return asyncio.run(_run(config, out, resume))
+    if resume:
+        try:
+            config = AgentRunConfig.model_validate(read_config(out))  # an older run's config.json too
+        except RunDirError as exc:
+            raise FileNotFoundError(f"{exc}; nothing to resume") from None
+    elif RunStore(out).holds_run():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to finish it")
+    check_policy_grader(config)  # before config.yaml: a bad --policy/--judge leaves no run behind
+    workload = AgentWorkload(config)
+    return run_workload(workload, out, resume=resume, grade=workload.grade, grade_key=None)
 
 
 def check_policy_grader(config: AgentRunConfig) -> None:

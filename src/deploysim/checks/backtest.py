@@ -169,7 +169,7 @@ def _check_graders(history: History, where: Path) -> list[str | dict[str, Any]]:
 
 def _run(config: SimConfig, out: Path, log: Any) -> dict[str, Any]:
     """Run or finish one ordinary run directory; a finished one is read back, not redone."""
-    from deploysim.pipeline.engine.local import run_simulation
+    from deploysim.evaluate.simulate import run_simulation
 
     summary_path, config_path = out / "summary.json", out / "config.yaml"
     if config_path.is_file():

@@ -68,7 +68,7 @@ def agents() -> None:
 @click.option("--concurrency", type=int, default=2, show_default=True)
 @click.option("--timeout-s", type=float, default=600.0, show_default=True,
               help="per model call, including the wait behind a shared local model")
-@click.option("--resume", is_flag=True, help="finish the run in --out (its config.json wins)")
+@click.option("--resume", is_flag=True, help="finish the run in --out (its config.yaml wins)")
 @click.option("--policy", type=click.Path(exists=True, dir_okay=False), default=None,
               help="policy text (e.g. tau-airline's policy.md): adds the agent_policy grader, an LLM judge of "
                    "policy violations in each turn (needs --judge)")
@@ -78,6 +78,8 @@ def run_cmd(data, simulator, affordances, connectors, repo, tools_file, limit, s
             resume, policy, judge) -> None:  # noqa: ANN001
     """Replay agent turns with the candidate; write transcripts, verdicts and a reconciled summary."""
     from deploysim.agents.run import AgentRunConfig, run_agents
+    from deploysim.core.lifecycle import RunLockedError, exit_code
+    from deploysim.core.store import RunDirError
 
     if not candidate and not resume:
         raise click.UsageError("--candidate is required")
@@ -93,7 +95,7 @@ def run_cmd(data, simulator, affordances, connectors, repo, tools_file, limit, s
                             judge=judge, policy=policy, timeout_s=timeout_s)
     try:
         summary = run_agents(config, Path(out), resume=resume)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError, RunDirError, RunLockedError) as exc:
         raise CliError(str(exc)) from None
     click.echo(f"episodes {summary['episodes']}: done {summary['episodes_done']}, "
                f"errored {summary['episodes_errored']} ({summary['episodes_by_status']})")
@@ -103,7 +105,7 @@ def run_cmd(data, simulator, affordances, connectors, repo, tools_file, limit, s
                                                   + (f" ({v['errors']} errors)" if v.get("errors") else "")
                                                   for d, v in sorted(by_dep.items())))
     click.echo(f"reconciled: {summary['reconciled']}  -> {out}/summary.json")
-    sys.exit(0 if summary["reconciled"] else 1)
+    sys.exit(exit_code(summary))
 
 
 @agents.command("simulate-tools")

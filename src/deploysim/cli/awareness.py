@@ -15,12 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deploysim.checks.awareness.probes import PROBE_FORMATS, select_questions
-from deploysim.checks.awareness.runner import (
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_MAX_TRANSCRIPT_CHARS,
-    ProbeConfig,
-    probe_suites,
-)
+from deploysim.checks.awareness.runner import DEFAULT_MAX_TOKENS, DEFAULT_MAX_TRANSCRIPT_CHARS, ProbeConfig
 from deploysim.checks.awareness.suites import (
     AUDIT_SYSTEM_PROMPT,
     SUITE_NAMES,
@@ -228,7 +223,9 @@ def print_results(results: dict[str, Any]) -> None:
 def awareness(**opts: Any) -> None:
     """Estimate P(this is an evaluation) per conversation for real, simulated and eval-like suites."""
     from deploysim.checks.awareness.analysis import analyse, grader_rates  # statsmodels: only when run
-    from deploysim.core.models import ModelIdError, open_cache
+    from deploysim.core.lifecycle import RunLockedError
+    from deploysim.core.models import ModelIdError
+    from deploysim.core.store import RunDirError
     from deploysim.pipeline.sources import SourceError
 
     if opts["system_prompt"] and opts["system_prompt"].startswith("@"):
@@ -250,12 +247,11 @@ def awareness(**opts: Any) -> None:
         suites, not_run = build_suites(opts)
         if not suites:
             raise CliError("no suite to probe")
-        cache = None if opts["no_cache"] else open_cache(Path(opts["cache_path"]) if opts["cache_path"] else None)
-        total = sum(len(s.items) for s in suites)
-        answers, stats = _probe(suites, config, cache, total, quiet=opts["quiet"])
-        if cache is not None:
-            cache.close()
-    except (SuiteError, SourceError, ModelIdError, ImportError, ValueError) as exc:
+        from deploysim.checks.awareness.workload import AwarenessConfig
+
+        snapshot = AwarenessConfig.of(config, suites, cache=not opts["no_cache"], cache_path=opts["cache_path"])
+        answers, stats = _probe(suites, config, snapshot, _run_base(opts), quiet=opts["quiet"])
+    except (SuiteError, SourceError, ModelIdError, ImportError, ValueError, RunDirError, RunLockedError) as exc:
         raise CliError(str(exc)) from None
     grader = grader_rates(suites)
     results = analyse(suites, answers, config, stats, grader=grader, skipped_suites=not_run)
@@ -277,14 +273,39 @@ def awareness(**opts: Any) -> None:
         Path(opts["html"]).write_text(awareness_section(results))
 
 
-def _probe(suites: list[Suite], config: ProbeConfig, cache: Any, total: int, quiet: bool) -> tuple[list, Any]:
+def _run_base(opts: dict[str, Any]) -> Path | None:
+    """Where awareness runs live: next to --out, else in RUN/awareness/; None: a temporary directory."""
+    if opts["out"]:
+        out = Path(opts["out"])
+        return out.parent / f"{out.stem}.awareness"
+    if opts["run_dir"]:
+        return Path(opts["run_dir"]) / "awareness"
+    return None
+
+
+def _probe(suites: list[Suite], config: ProbeConfig, snapshot: Any, base: Path | None,
+           quiet: bool) -> tuple[list, Any]:
+    """Probe through the run lifecycle; the same probe of the same suites resumes its run directory."""
+    import tempfile
+
+    from deploysim.checks.awareness.workload import AwarenessWorkload
+    from deploysim.core.lifecycle import run_workload
+    from deploysim.core.store import RunStore
+
+    def run(on_item: Any) -> tuple[list, Any]:
+        with tempfile.TemporaryDirectory(prefix="deploysim-awareness-") as tmp:
+            root = (base or Path(tmp)) / snapshot.digest()
+            workload = AwarenessWorkload(snapshot, config, suites, on_item)
+            run_workload(workload, root, resume=RunStore(root).holds_run(), show_progress=not quiet)
+            return workload.answers, workload.stats
+
     if quiet:
-        return probe_suites(suites, config, cache)
+        return run(None)
     from rich.progress import Progress
 
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("probing transcripts", total=total)
-        return probe_suites(suites, config, cache, on_item=lambda: progress.advance(task))
+        task = progress.add_task("probing transcripts", total=sum(len(s.items) for s in suites))
+        return run(lambda: progress.advance(task))
 
 
 commands = [awareness]

@@ -43,8 +43,9 @@ def rollout_cmd(**opts: Any) -> None:
     """
     from deploysim.core.models import ModelIdError
     from deploysim.core.schema import GenerationParams
+    from deploysim.core.store import RunDirError
     from deploysim.pipeline.config import ConfigError, load_config, validate_config
-    from deploysim.pipeline.engine.local import RunLockedError
+    from deploysim.core.lifecycle import RunLockedError
     from deploysim.pipeline.rollout import RolloutError, run_rollout
     from deploysim.pipeline.sources import SourceError
 
@@ -86,7 +87,7 @@ def rollout_cmd(**opts: Any) -> None:
                               simulator_params=GenerationParams(temperature=opts["temperature"],
                                                                 max_tokens=opts["max_tokens"]),
                               resume=bool(resume))
-    except (ConfigError, SourceError, ModelIdError, RolloutError, RunLockedError, ImportError) as exc:
+    except (ConfigError, SourceError, ModelIdError, RolloutError, RunLockedError, RunDirError, ImportError) as exc:
         raise CliError(str(exc))
     console = output_console()
     console.print(f"rollout: {summary['conversations_written']} conversations written, "
@@ -139,7 +140,7 @@ def backtest_cmd(history_path: str, out: str, suite: str | None, pairs: str, min
     from deploysim.core.models import ModelIdError
     from deploysim.core.store import RunDirError
     from deploysim.pipeline.config import ConfigError
-    from deploysim.pipeline.engine.local import RunLockedError
+    from deploysim.core.lifecycle import RunLockedError
     from deploysim.pipeline.sources import SourceError
 
     err = output_console(stderr=True)

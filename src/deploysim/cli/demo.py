@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from deploysim.evaluate.graders import DEFAULT_GRADERS
+from deploysim.evaluate.simulate import run_simulation
 from deploysim.pipeline.config import SimConfig
-from deploysim.pipeline.engine import run_simulation
 
 CANDIDATE_SYSTEM_PROMPT = (
     "You are a careful assistant. Answer in at most three sentences. "

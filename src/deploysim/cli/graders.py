@@ -111,11 +111,12 @@ def validate_cmd(labels_path: str, grader_names: str | None, judge: str | None, 
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--graders", "grader_names", help="Comma-separated grader names or a graders YAML (default: offline set).")  # noqa: E501
 @click.option("--judge", help="Model id for LLM-judge graders, e.g. openai/gpt-4.1-mini.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the call cache (else: the run's setting).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, quiet: bool) -> None:
+def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, no_cache: bool, quiet: bool) -> None:
     """Grade a finished run directory (resumable) into verdicts.parquet and print behaviour rates."""
     from deploysim.core.models import ModelIdError
-    from deploysim.core.store import RunDirError
+    from deploysim.core.store import RunDirError, RunStore
     from deploysim.evaluate.graders import GradeLockedError, GraderError, grade_run
 
     names = _split(grader_names)
@@ -124,7 +125,7 @@ def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, quiet: 
 
         names = [*DEFAULT_GRADERS, "judge"]
     try:
-        grading = grade_run(Path(run_dir), names, judge=judge, show_progress=not quiet)
+        grading = grade_run(Path(run_dir), names, judge=judge, show_progress=not quiet, cache=not no_cache)
     except (GraderError, ModelIdError, ImportError, RunDirError, GradeLockedError, ValueError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:  # a read-only or full run directory
@@ -135,9 +136,7 @@ def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, quiet: 
     if summary_path.is_file():
         summary = orjson.loads(summary_path.read_bytes())
         summary["behaviours"] = grading
-        tmp = summary_path.with_name(".summary.json.tmp")
-        tmp.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str))
-        tmp.replace(summary_path)
+        RunStore(Path(run_dir)).write_json("summary.json", summary)
     print_behaviour_rates(grading)
     err.print(f"{grading['verdicts']} verdicts in {Path(run_dir) / 'verdicts.parquet'} "
               f"({grading['duration_s']}s)", highlight=False)

@@ -137,16 +137,17 @@ def run(**opts: Any) -> None:
     resume_dir = opts["resume_dir"]
     out: Path | None = None
     try:  # before the main try: its except clauses name these classes (a Ctrl-C here left them unbound)
-        from deploysim.core.store import JournalError
-        from deploysim.pipeline.engine import RunLockedError, run_simulation
+        from deploysim.core.lifecycle import RunLockedError, exit_code
+        from deploysim.core.store import JournalError, RunDirError, read_manifest
+        from deploysim.evaluate.simulate import run_simulation
         from deploysim.pipeline.privacy import PrivacyError
     except KeyboardInterrupt:
         raise CliError(f"interrupted. {_resume_hint(None)}", EXIT_INTERRUPTED) from None
     try:
         if resume_dir:
             out = Path(resume_dir)
-            if not (out / "config.yaml").is_file():
-                raise CliError(f"{out}: not a run directory (no config.yaml)")
+            if read_manifest(out).kind != "chat":  # a newer schema or another kind is refused, never misread
+                raise CliError(f"{out}: not a chat run; resume it with its own command")
             config = load_config(out / "config.yaml")
         else:
             config = _config_from_options(opts)
@@ -156,7 +157,7 @@ def run(**opts: Any) -> None:
             if (out / "config.yaml").exists():
                 raise CliError(f"{out} already holds a run; use --resume {out} to finish it, or pick another --out")
         summary = run_simulation(config, out, resume=bool(resume_dir), show_progress=not opts["quiet"])
-    except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, PrivacyError) as exc:
+    except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, RunDirError, PrivacyError) as exc:
         raise CliError(str(exc)) from None
     except JournalError as exc:  # a full or read-only disk: nothing more was sent once it failed
         hint = _resume_hint(out, "free space or fix permissions")
@@ -167,11 +168,10 @@ def run(**opts: Any) -> None:
     except KeyboardInterrupt:
         raise CliError(f"interrupted. {_resume_hint(out)}", EXIT_INTERRUPTED) from None
     print_summary(summary, out)
-    if not summary["reconciles"]:
-        sys.exit(EXIT_NOT_RECONCILED)
-    if opts["gate_policy"]:
-        sys.exit(_gate(out, Path(opts["gate_policy"])))
-    sys.exit(EXIT_OK)
+    code = exit_code(summary)  # the lifecycle's: 0 reconciled, 1 not
+    if code or not opts["gate_policy"]:
+        sys.exit(code)
+    sys.exit(_gate(out, Path(opts["gate_policy"])))
 
 
 def _resume_hint(out: Path | None, fix: str = "") -> str:
@@ -288,7 +288,9 @@ def demo(out: str | None, sample: int | None, quiet: bool) -> None:
     except KeyboardInterrupt:
         raise CliError("interrupted", EXIT_INTERRUPTED) from None
     print_summary(summary, run_dir)
-    sys.exit(EXIT_OK if summary["reconciles"] else EXIT_NOT_RECONCILED)
+    from deploysim.core.lifecycle import exit_code
+
+    sys.exit(exit_code(summary))
 
 
 @main.command("check-data")

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from deploysim.core.schema import LOGGED, Generation, Message, ReplayPoint, Verdict
-from deploysim.core.store.run_dir import read_generations, read_points, read_verdicts
+from deploysim.core.store import VERDICTS, read_config, read_generations, read_points, read_verdicts
 
 EXPORT_FORMATS = ("inspect", "jsonl")
 #: deploysim finish reasons -> Inspect ``StopReason``.
@@ -32,7 +32,7 @@ Key = tuple[str, str, int]  # point id, deployment, sample index
 
 def _verdicts(run: Path) -> dict[Key, list[Verdict]]:
     by_reply: dict[Key, list[Verdict]] = defaultdict(list)
-    if (run / "verdicts.parquet").exists():
+    if VERDICTS.path(run).exists():
         for verdict in read_verdicts(run):
             by_reply[(verdict.point_id, verdict.deployment, verdict.sample_index)].append(verdict)
     return by_reply
@@ -131,7 +131,7 @@ def export_inspect(run: Path, out: Path) -> list[Path]:
     """One Inspect log per deployment: ``out`` with the deployment before the suffix (``x.json`` ->
     ``x-candidate.json``); returns the files written."""
     run, out = Path(run), Path(out)
-    config = _run_config(run)
+    config = read_config(run)  # a run written by a newer deploysim is refused, never misread
     by_dep: dict[str, list[dict[str, Any]]] = defaultdict(list)
     models: dict[str, str] = {d.get("name", ""): d.get("model", "") for d in config.get("deployments") or []}
     for point, gen, verdicts in _reply_rows(run):
@@ -167,10 +167,3 @@ def export_inspect(run: Path, out: Path) -> list[Path]:
         tmp.replace(path)
         written.append(path)
     return written
-
-
-def _run_config(run: Path) -> dict[str, Any]:
-    import yaml
-
-    path = run / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}

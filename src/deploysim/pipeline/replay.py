@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from deploysim.core.schema import Record, RecordError, Reject, ReplayPoint
-from deploysim.core.store.run_dir import point_row
+from deploysim.core.store import POINTS
 
 TurnChoice = Literal["last", "random", "all"]
 TURN_CHOICES: tuple[str, ...] = ("last", "random", "all")
@@ -94,7 +94,7 @@ def prepare_points(record: Record, turn: TurnChoice = "last", seed: int = 0,
         points = replay_points(clean, turn, seed)
         stage = "encoding the replay point"
         for point in points:
-            point_row(point)
+            POINTS.row(point)
         return points
     except RecordError as exc:
         field, reason = exc.field, f"{stage}: {exc.reason}"

@@ -10,10 +10,10 @@ conversation (``users=MODEL``).
 Output is openai-format JSONL (``rollout.jsonl``) that every source reads, one line per
 finished conversation, with per-message provenance in ``metadata.provenance``
 (``logged`` / ``deployment`` / ``simulator``). The loop is built from the run's parts:
-sources, sampling and de-identification through :class:`LocalEngine`'s input stage,
-every call through :class:`DeploymentCaller` and the call cache, the run-directory lock,
-rejects in ``rejects.jsonl`` and an append-and-flush output that doubles as the resume
-journal. Counts reconcile: records_read = accepted + rejected; accepted = written + errored.
+sources, sampling and de-identification through the replay workload's input stage,
+every call through the run's model service, the run lifecycle (lock, manifest, config,
+summary; kind ``rollout``), rejects in ``rejects.jsonl`` and an append-and-flush output
+that doubles as the resume journal. Counts reconcile: records_read = accepted + rejected; accepted = written + errored.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any
 
 import orjson
 
-from deploysim.core.models import CallCache, DeploymentCaller, default_cache_path, get_model
-from deploysim.core.schema import Deployment, GenerationParams, Message, Record, Reject, ReplayPoint
-from deploysim.core.store import RunStore
-from deploysim.core.store.journal import JsonlJournal
-from deploysim.pipeline.config import SimConfig, dump_config
-from deploysim.pipeline.engine.local import LocalEngine, run_lock
+from deploysim.core.lifecycle import Executed, Run, Workload, run_workload
+from deploysim.core.models import Model
+from deploysim.core.schema import Deployment, GenerationParams, Message, Record, Reject
+from deploysim.core.store import JsonlJournal
+from deploysim.pipeline.config import SimConfig
+from deploysim.pipeline.engine import ReplayWorkload
 
 OUTPUT = "rollout.jsonl"
 ERRORS = "errors.jsonl"
@@ -90,44 +90,50 @@ def clean_user_turn(text: str | None) -> str | None:
     return text
 
 
-class Rollout:
-    """One rollout into ``out``: inputs -> conversations regenerated turn by turn -> rollout.jsonl."""
+class RolloutWorkload(Workload[SimConfig, Any]):
+    """Kind ``rollout``: inputs -> conversations regenerated turn by turn -> rollout.jsonl."""
 
-    def __init__(self, config: SimConfig, out: Path, users: str = LOGGED_USERS,
-                 simulator_params: GenerationParams | None = None, max_user_turns: int | None = None,
-                 show_progress: bool = False) -> None:
+    kind = "rollout"
+
+    def __init__(self, config: SimConfig, users: str = LOGGED_USERS,
+                 simulator_params: GenerationParams | None = None, max_user_turns: int | None = None) -> None:
         if len(config.deployments) != 1:
             raise RolloutError("a rollout answers with exactly one deployment")
-        self.config = config
+        super().__init__(config)
         self.deployment = config.deployments[0]
         self.users = users
         self.max_user_turns = max_user_turns
         self.simulator = None if users == LOGGED_USERS else Deployment(
             name=SIMULATOR_NAME, model=users, params=simulator_params or self.deployment.params,
             concurrency=self.deployment.concurrency)
-        self.store = RunStore(out)
-        self.show_progress = show_progress
         self.counts = {"conversations_written": 0, "conversations_errored": 0, "conversations_skipped_done": 0,
                        "conversations_ended_by_simulator": 0, "assistant_turns": 0, "simulated_user_turns": 0,
                        "logged_user_turns": 0}
 
-    async def _run(self, done: set[str]) -> LocalEngine:
-        engine = LocalEngine(self.config, self.store, show_progress=False)
-        cache = None
-        if self.config.cache:
-            cache = CallCache(Path(self.config.cache_path) if self.config.cache_path else default_cache_path())
-        clients = {d.model: get_model(d.model) for d in filter(None, (self.deployment, self.simulator))}
-        answer = DeploymentCaller(self.deployment, clients[self.deployment.model], cache)
-        user = DeploymentCaller(self.simulator, clients[self.simulator.model], cache) if self.simulator else None
-        output = JsonlJournal(self.store.root / OUTPUT, key="id").open()
-        errors = JsonlJournal(self.store.root / ERRORS, key="id").open()
+    def preflight(self) -> None:
+        ReplayWorkload(self.config).preflight()
+
+    async def execute(self, run: Run) -> Executed:
+        root = run.root
+        done: set[str] = set()
+        if run.resume:
+            done = set(JsonlJournal(root / OUTPUT, key="id").latest())
+            _drop_retried_errors(root / ERRORS)
+        else:
+            for name in (OUTPUT, ERRORS):
+                (root / name).unlink(missing_ok=True)
+        self.inputs = inputs = ReplayWorkload(self.config, run.store)
+        self.answer = answer = run.models.deployment(self.deployment)
+        self.user = user = run.models.deployment(self.simulator) if self.simulator else None
+        output = JsonlJournal(root / OUTPUT, key="id").open()
+        errors = JsonlJournal(root / ERRORS, key="id").open()
         limit = asyncio.Semaphore(max(1, self.deployment.concurrency) * 2)
         tasks: set[asyncio.Task[None]] = set()
-        self.store.open_attempt()
+        run.store.open_attempt()
         try:
-            for item in engine.deidentified_records():
+            for item in inputs.deidentified_records():
                 if isinstance(item, Reject):
-                    engine._reject(item)
+                    inputs._reject(item)
                     continue
                 if item.id in done:
                     self.counts["conversations_skipped_done"] += 1
@@ -143,15 +149,36 @@ class Rollout:
                 task.cancel()
             output.close()
             errors.close()
-            self.store.close_attempt()
-            if cache is not None:
-                cache.close()
-            for client in clients.values():
-                await client.aclose()
-        self.answer_stats, self.user_stats = answer.stats, user.stats if user else None
-        return engine
+            run.store.close_attempt()
+        return Executed(rows={}, skipped=self.counts["conversations_skipped_done"])
 
-    async def _one(self, record: Record, answer: DeploymentCaller, user: DeploymentCaller | None,
+    def summarise(self, run: Run, executed: Executed) -> dict[str, Any]:
+        written = len(JsonlJournal(run.root / OUTPUT, key="id").latest())
+        c = self.inputs.counts
+        summary = {
+            "workload": "rollout",
+            "deployment": self.deployment.model_dump(mode="json"),
+            "users": self.users,
+            "user_simulator_prompt": USER_SIMULATOR_PROMPT if self.simulator else None,
+            "max_user_turns": self.max_user_turns,
+            "records_read": c.records_read, "records_accepted": c.records_accepted,
+            "records_rejected": c.records_rejected, "records_sampled": c.records_sampled,
+            "rejects_by_reason": c.rejects_by_reason,
+            **self.counts,
+            "conversations_in_output": written,
+            "calls": {"deployment": vars(self.answer.stats),
+                      "user_simulator": vars(self.user.stats) if self.user else None},
+            "duration_s": round(time.time() - run.started, 2),
+        }
+        considered = c.records_sampled if c.records_sampled is not None else c.records_accepted
+        summary["reconciled"] = bool(
+            c.records_read == c.records_accepted + c.records_rejected
+            and considered == self.counts["conversations_written"] + self.counts["conversations_errored"]
+            + self.counts["conversations_skipped_done"]
+            and written == self.counts["conversations_written"] + self.counts["conversations_skipped_done"])
+        return summary
+
+    async def _one(self, record: Record, answer: Model, user: Model | None,
                    output: JsonlJournal, errors: JsonlJournal) -> None:
         original = cut_user_turns(record.messages, self.max_user_turns)
         out: list[Message] = []
@@ -171,9 +198,7 @@ class Rollout:
                     provenance.append("logged")
                     counts["logged_user"] += 1
                     continue
-                point = ReplayPoint(point_id=f"{record.id}:{i}:user", record_id=record.id, turn_index=i,
-                                    prefix=simulator_messages(out, message.text()))
-                generation = await user.answer(point)
+                generation = await user.generate(simulator_messages(out, message.text()), id=f"{record.id}:{i}:user")
                 if not generation.ok:
                     errors.append({"id": record.id, "turn_index": i, "role": "user", "error": generation.error})
                     self.counts["conversations_errored"] += 1
@@ -183,14 +208,13 @@ class Rollout:
                     ended = True
                     break
                 out.append(Message(role="user", content=text))
-                provenance.append(f"simulator:{user.deployment.model}")
+                provenance.append(f"simulator:{self.users}")
                 counts["simulated"] += 1
                 continue
             # an assistant turn: regenerate it when it answers a user turn, drop the logged one otherwise
             if not out or out[-1].role != "user":
                 continue
-            point = ReplayPoint(point_id=f"{record.id}:{i}", record_id=record.id, turn_index=i, prefix=out)
-            generation = await answer.answer(point)
+            generation = await answer.generate(self.deployment.apply_system_prompt(out), id=f"{record.id}:{i}")
             if not generation.ok:
                 errors.append({"id": record.id, "turn_index": i, "role": "assistant", "error": generation.error})
                 self.counts["conversations_errored"] += 1
@@ -199,8 +223,7 @@ class Rollout:
             provenance.append(f"deployment:{self.deployment.name}")
             counts["assistant"] += 1
         if out and out[-1].role == "user":  # a logged conversation cut (or ended) on a user turn
-            point = ReplayPoint(point_id=f"{record.id}:end", record_id=record.id, turn_index=len(out), prefix=out)
-            generation = await answer.answer(point)
+            generation = await answer.generate(self.deployment.apply_system_prompt(out), id=f"{record.id}:end")
             if not generation.ok:
                 errors.append({"id": record.id, "turn_index": len(out), "role": "assistant",
                                "error": generation.error})
@@ -221,46 +244,6 @@ class Rollout:
         self.counts["logged_user_turns"] += counts["logged_user"]
         self.counts["conversations_ended_by_simulator"] += int(ended)
 
-    def run(self, resume: bool = False) -> dict[str, Any]:
-        root = self.store.root
-        with run_lock(root):
-            root.mkdir(parents=True, exist_ok=True)
-            done: set[str] = set()
-            if resume:
-                done = set(JsonlJournal(root / OUTPUT, key="id").latest())
-                _drop_retried_errors(root / ERRORS)
-            else:
-                for name in (OUTPUT, ERRORS):
-                    (root / name).unlink(missing_ok=True)
-            self.store.config_path.write_text("# deploysim rollout config\n" + dump_config(self.config))
-            started = time.time()
-            engine = asyncio.run(self._run(done))
-            written = len(JsonlJournal(root / OUTPUT, key="id").latest())
-            c = engine.counts
-            summary = {
-                "workload": "rollout",
-                "deployment": self.deployment.model_dump(mode="json"),
-                "users": self.users,
-                "user_simulator_prompt": USER_SIMULATOR_PROMPT if self.simulator else None,
-                "max_user_turns": self.max_user_turns,
-                "records_read": c.records_read, "records_accepted": c.records_accepted,
-                "records_rejected": c.records_rejected, "records_sampled": c.records_sampled,
-                "rejects_by_reason": c.rejects_by_reason,
-                **self.counts,
-                "conversations_in_output": written,
-                "calls": {"deployment": vars(self.answer_stats),
-                          "user_simulator": vars(self.user_stats) if self.user_stats else None},
-                "duration_s": round(time.time() - started, 2),
-            }
-            considered = c.records_sampled if c.records_sampled is not None else c.records_accepted
-            summary["reconciled"] = bool(
-                c.records_read == c.records_accepted + c.records_rejected
-                and considered == self.counts["conversations_written"] + self.counts["conversations_errored"]
-                + self.counts["conversations_skipped_done"]
-                and written == self.counts["conversations_written"] + self.counts["conversations_skipped_done"])
-            self.store.write_json("summary.json", summary)
-            return summary
-
 
 def _drop_retried_errors(path: Path) -> None:
     """A resumed rollout retries errored conversations; their old error lines are kept aside."""
@@ -271,9 +254,8 @@ def _drop_retried_errors(path: Path) -> None:
 def run_rollout(config: SimConfig, out: Path, *, users: str = LOGGED_USERS, max_user_turns: int | None = None,
                 simulator_params: GenerationParams | None = None, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) a rollout of ``config``'s single deployment into ``out``; returns the summary."""
-    rollout = Rollout(config, Path(out), users=users, simulator_params=simulator_params,
-                      max_user_turns=max_user_turns)
-    return rollout.run(resume=resume)
+    workload = RolloutWorkload(config, users=users, simulator_params=simulator_params, max_user_turns=max_user_turns)
+    return run_workload(workload, Path(out), resume=resume, show_progress=False)
 
 
 def read_rollout(path: Path) -> list[dict[str, Any]]:

@@ -2,9 +2,9 @@
 
 It sees the tool spec and the call, and — per enabled affordance — the original
 trajectory (condensed), real prior outputs of the same tool (BM25 neighbours),
-snapshot data from connectors and the episode's write log. Calls go through
-``DeploymentCaller`` so they are cached (a resumed run does not pay twice), retried
-and rate-limited like any other model call.
+snapshot data from connectors and the episode's write log. Calls go through the run's
+model service (a ``Model``), so they are cached (a resumed run does not pay twice),
+retried and rate-limited like any other model call.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from deploysim.core.models import DeploymentCaller
-from deploysim.core.schema import Message, ReplayPoint, ToolCall, content_hash
+from deploysim.core.models import Model
+from deploysim.core.schema import Message, ToolCall, content_hash
 from deploysim.agents.toolsim.store import PriorCall
 
 SYSTEM = (
@@ -98,15 +98,14 @@ def clean_output(text: str | None) -> str:
 
 
 class LLMToolSimulator:
-    def __init__(self, caller: DeploymentCaller) -> None:
-        self.caller = caller
+    def __init__(self, model: Model) -> None:
+        self.model = model
 
     async def simulate(self, request: SimulationRequest) -> tuple[str | None, str | None]:
         """(output, None) or (None, error): a failed call is an error, never an invented answer."""
         prompt = build_prompt(request)
-        point = ReplayPoint(point_id="toolsim-" + content_hash([m.model_dump() for m in prompt])[:24],
-                            record_id="toolsim", turn_index=0, prefix=prompt)
-        generation = await self.caller.answer(point)
+        call_id = "toolsim-" + content_hash([m.model_dump() for m in prompt])[:24]
+        generation = await self.model.generate(prompt, id=call_id)
         if generation.error is not None:
             return None, generation.error
         return clean_output(generation.text), None

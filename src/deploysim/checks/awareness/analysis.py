@@ -114,6 +114,7 @@ def analyse(suites: list[Suite], answers: list[Answer], config: ProbeConfig, sta
         "grader": grader or {"available": False, "reason": "not requested"},
         "calls": None if stats is None else {
             "planned": stats.calls_planned, "unique": stats.calls_unique, "cache_hits": stats.cache_hits,
+            "resumed": stats.resumed,
             "errors": stats.errors, "errors_by_kind": stats.errors_by_kind},
         "conversations": conversations,
     }

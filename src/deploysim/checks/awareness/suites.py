@@ -24,7 +24,7 @@ from typing import Any, Literal
 import orjson
 
 from deploysim.checks.awareness.benchmark import benchmark_records
-from deploysim.core.schema import Generation, Message, Record, RecordError, Reject, ReplayPoint
+from deploysim.core.schema import Deployment, Generation, Message, Record, RecordError, Reject, ReplayPoint
 from deploysim.pipeline.replay import replay_points
 from deploysim.pipeline.sampling import UniformSample
 
@@ -120,12 +120,15 @@ def _sampled_point_ids(points: Iterable[ReplayPoint], sample: int | None, seed: 
 
 def run_deployments(run_dir: Path) -> list[dict[str, Any]]:
     """The deployments a run directory was made with (from its saved config)."""
-    from deploysim.pipeline.config import load_config
+    from deploysim.core.store import RunDirError, read_config
 
-    config_path = Path(run_dir) / "config.yaml"
-    if not config_path.is_file():
-        raise SuiteError(f"{run_dir}: not a run directory (no config.yaml)")
-    return [d.model_dump() for d in load_config(config_path).deployments]
+    try:
+        config = read_config(Path(run_dir))
+    except RunDirError as exc:
+        raise SuiteError(str(exc)) from None
+    if not config.get("deployments"):
+        raise SuiteError(f"{run_dir}: not a chat run directory (its config names no deployments)")
+    return [Deployment.model_validate(d).model_dump() for d in config["deployments"]]
 
 
 def run_suites(run_dir: Path, deployment: str, sample: int | None, seed: int) -> tuple[Suite, Suite]:

@@ -8,10 +8,11 @@ see them. The store answers leave-one-out: a trajectory never answers its own ca
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from deploysim.agents.run import (
     AgentRunConfig,
@@ -19,13 +20,13 @@ from deploysim.agents.run import (
     deidentifiers,
     iter_trajectories,
     iter_trajectory_pairs,
-    simulator_caller,
+    simulator_model,
 )
-from deploysim.pipeline.engine.local import run_lock
-from deploysim.core.models import open_cache
-from deploysim.core.schema import Record
-from deploysim.core.store.journal import JsonlJournal
 from deploysim.agents.toolsim import LLMToolSimulator, ToolResolver, logged_calls, parse_affordances
+from deploysim.core.lifecycle import Executed, Run, Workload, run_workload
+from deploysim.core.models import ModelService
+from deploysim.core.schema import Record
+from deploysim.core.store import RunStore
 
 
 async def teacher_forced_rows(record: Record, resolver: ToolResolver) -> list[dict[str, Any]]:
@@ -41,51 +42,61 @@ async def teacher_forced_rows(record: Record, resolver: ToolResolver) -> list[di
     return rows
 
 
+class TeacherForcedWorkload(Workload[AgentRunConfig, Record]):
+    """Kind ``realism``: one item per trajectory; its rows (real vs simulated output per logged call)."""
+
+    kind = "realism"
+    journal = "records"
+    key = "record_id"
+
+    def __init__(self, config: AgentRunConfig, out: Path) -> None:
+        super().__init__(config)
+        self.out = out
+        self.affordances = ",".join(sorted(parse_affordances(config.affordances) - {"replay"})) or "none"
+
+    def service(self) -> ModelService:
+        return ModelService(cache=self.config.cache)
+
+    async def setup(self, run: Run) -> None:
+        config = self.config
+        self.deid, deid_text = deidentifiers(config.privacy)
+        simulator = simulator_model(config, run.models)
+        # (de-identified, raw) pairs: store hits are re-de-identified in the asking record's context
+        pairs = iter_trajectory_pairs(config.data, self.deid, tools_file=config.tools_file)
+        self.resolver = build_resolver(config, pairs, ":memory:", LLMToolSimulator(simulator) if simulator else None,
+                                       deid_text, leave_one_out=True, affordances=self.affordances)
+
+    def items(self, run: Run) -> Iterator[tuple[str, Record]]:
+        for n, record in enumerate(iter_trajectories(self.config.data, self.deid, tools_file=self.config.tools_file)):
+            if self.config.limit is not None and n >= self.config.limit:
+                break
+            yield record.id, record
+
+    async def process(self, item: Record, run: Run) -> dict[str, Any]:
+        return {"record_id": item.id, "rows": await teacher_forced_rows(item, self.resolver)}
+
+    def summarise(self, run: Run, executed: Executed) -> dict[str, Any]:
+        """The rows file ``out`` (temp name, renamed), and its counts by source."""
+        counts: dict[str, int] = {}
+        tmp = self.out.with_suffix(".tmp")
+        total = 0
+        with open(tmp, "wb") as handle:
+            for entry in executed.rows.values():
+                for row in entry["rows"]:
+                    handle.write(orjson.dumps(row) + b"\n")
+                    total += 1
+                    key = "error" if row["error"] else row["source"]
+                    counts[key] = counts.get(key, 0) + 1
+        tmp.replace(self.out)
+        return {"calls": total, "by_source": counts, "affordances": self.affordances, "out": str(self.out),
+                "records": executed.wanted, "records_skipped_on_resume": executed.skipped}
+
+
 def simulate_tools(config: AgentRunConfig, out: Path) -> dict[str, Any]:
-    """Write ``out`` (JSONL, one row per logged call) resumably; returns counts by source."""
+    """Write ``out`` (JSONL, one row per logged call) resumably; returns counts by source.
+
+    The run directory (manifest, config, journal, summary) is ``<out stem>.realism/`` beside it.
+    """
     out = Path(out)
-    affordances = parse_affordances(config.affordances) - {"replay"}
-    with run_lock(out.parent / f".{out.name}.d"):
-        return asyncio.run(_simulate(config, out, ",".join(sorted(affordances)) or "none"))
-
-
-async def _simulate(config: AgentRunConfig, out: Path, affordances: str) -> dict[str, Any]:
-    deid, deid_text = deidentifiers(config.privacy)
-    cache = open_cache() if config.cache else None
-    sim_caller = simulator_caller(config, cache)
-    journal = JsonlJournal(out.with_suffix(".journal.jsonl"), key="record_id")
-    done = journal.latest()
-
-    def records() -> Iterator[Record]:
-        return iter_trajectories(config.data, deid, tools_file=config.tools_file)
-
-    # (de-identified, raw) pairs: store hits are re-de-identified in the asking record's context
-    pairs = iter_trajectory_pairs(config.data, deid, tools_file=config.tools_file)
-    resolver = build_resolver(config, pairs, ":memory:", LLMToolSimulator(sim_caller) if sim_caller else None,
-                              deid_text, leave_one_out=True, affordances=affordances)
-    try:
-        with journal:
-            for n, record in enumerate(records()):
-                if config.limit is not None and n >= config.limit:
-                    break
-                if record.id in done:
-                    continue
-                rows = await teacher_forced_rows(record, resolver)
-                journal.append({"record_id": record.id, "rows": rows})
-    finally:
-        if cache is not None:
-            cache.close()
-    counts: dict[str, int] = {}
-    tmp = out.with_suffix(".tmp")
-    total = 0
-    with open(tmp, "wb") as handle:
-        import orjson
-
-        for entry in journal.latest().values():
-            for row in entry["rows"]:
-                handle.write(orjson.dumps(row) + b"\n")
-                total += 1
-                key = "error" if row["error"] else row["source"]
-                counts[key] = counts.get(key, 0) + 1
-    tmp.replace(out)
-    return {"calls": total, "by_source": counts, "affordances": affordances, "out": str(out)}
+    root = out.parent / f"{out.stem}.realism"
+    return run_workload(TeacherForcedWorkload(config, out), root, resume=RunStore(root).holds_run())

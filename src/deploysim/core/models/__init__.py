@@ -1,4 +1,5 @@
-"""Models: the ModelClient protocol, providers by model-id prefix, the call cache and limits."""
+"""Models: the ModelClient protocol, providers by model-id prefix, the call cache, and the model service
+(``ModelService`` hands out ``Model``s: client + cache + limits + retries, one per run)."""
 
 from deploysim.core.models._base import (
     ModelCallError,
@@ -11,16 +12,18 @@ from deploysim.core.models._base import (
     providers,
 )
 from deploysim.core.models.cache import CallCache, call_key, default_cache_path, open_cache
-from deploysim.core.models.calls import CallStats, DeploymentCaller
+from deploysim.core.models.service import CallStats, Limits, Model, ModelService
 
 __all__ = [
     "CallCache",
     "CallStats",
-    "DeploymentCaller",
+    "Limits",
+    "Model",
     "ModelCallError",
     "ModelClient",
     "ModelIdError",
     "ModelOutput",
+    "ModelService",
     "call_key",
     "check_model_id",
     "default_cache_path",

@@ -1,6 +1,7 @@
-"""Store: the run directory, its resume journal and Parquet outputs."""
+"""Store: the one owner of the run directory (manifest, config, journals, Parquet tables, summary)."""
 
-from deploysim.core.store.journal import JournalError
+from deploysim.core.store.journal import JournalError, JsonlJournal, exclusive_lock
+from deploysim.core.store.manifest import Manifest, RunVersionError, read_config, read_manifest
 from deploysim.core.store.run_dir import (
     GENERATION_SCHEMA,
     POINT_SCHEMA,
@@ -13,16 +14,27 @@ from deploysim.core.store.run_dir import (
     read_verdicts,
     write_verdicts,
 )
+from deploysim.core.store.tables import GENERATIONS, POINTS, VERDICTS, Table
 
 __all__ = [
+    "GENERATIONS",
     "GENERATION_SCHEMA",
     "JournalError",
+    "JsonlJournal",
+    "Manifest",
+    "POINTS",
     "POINT_SCHEMA",
-    "VERDICT_SCHEMA",
     "RunDirError",
     "RunStore",
+    "RunVersionError",
+    "Table",
+    "VERDICTS",
+    "VERDICT_SCHEMA",
+    "exclusive_lock",
     "generation_key",
+    "read_config",
     "read_generations",
+    "read_manifest",
     "read_points",
     "read_verdicts",
     "write_verdicts",

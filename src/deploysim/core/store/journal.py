@@ -66,6 +66,10 @@ class JsonlJournal:
             raise write_error(self.path, exc) from None
         return self
 
+    @property
+    def is_open(self) -> bool:
+        return self._handle is not None
+
     def close(self) -> None:
         """Close, flushing what is buffered; a failure is raised once, after the handle is released."""
         handle, self._handle = self._handle, None

@@ -9,12 +9,14 @@ exactly as the built-ins do in deploysim's pyproject (core/registry.py).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from deploysim.core.models import ModelService
 from deploysim.core.registry import DIST, REGISTRY, params_digest
 from deploysim.core.schema import Message, ToolCall, Verdict
 
@@ -164,7 +166,7 @@ def create_grader(name: str, **params: Any) -> Grader:
         instance.behaviours = spec.behaviours
     if not isinstance(instance, Grader):
         raise GraderError(f"grader {name!r} does not implement the Grader protocol (name, version, behaviours, grade)")
-    skip = set(getattr(instance, "operational_params", ()))
+    skip = {"service", *getattr(instance, "operational_params", ())}  # the run's model service is not a setting
     digest = params_digest({k: v for k, v in params.items() if k not in skip})
     if digest:
         instance.version = f"{instance.version}+{digest}"
@@ -205,8 +207,10 @@ def load_grader_yaml(path: Path) -> list[GraderConfig]:
     return parse_grader_entries(entries)
 
 
-def build_graders(entries: Sequence[str | dict[str, Any] | GraderConfig], judge: str | None = None) -> list[Grader]:
-    """Instantiate configured graders; ``judge`` is passed to those that take a ``model``."""
+def build_graders(entries: Sequence[str | dict[str, Any] | GraderConfig], judge: str | None = None,
+                  service: ModelService | None = None) -> list[Grader]:
+    """Instantiate configured graders; ``judge`` is passed to those that take a ``model``, and the run's
+    model ``service`` to those that take one (so the run's cache setting holds for their calls)."""
     configs = [e if isinstance(e, GraderConfig) else parse_grader_entries([e])[0] for e in entries]
     graders: list[Grader] = []
     specs = registry()
@@ -215,11 +219,21 @@ def build_graders(entries: Sequence[str | dict[str, Any] | GraderConfig], judge:
         spec = specs.get(cfg.name)
         if spec is not None and not spec.offline and judge and "model" not in params:
             params["model"] = judge
+        if spec is not None and service is not None and _takes(spec.factory, "service"):
+            params.setdefault("service", service)
         graders.append(create_grader(cfg.name, **params))
     names = [g.name for g in graders]
     if len(set(names)) != len(names):
         raise GraderError(f"grader names must be unique in one run: {names}")
     return graders
+
+
+def _takes(factory: GraderFactory, name: str) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters
 
 
 def to_verdicts(grader_obj: Grader, item: GradeItem, decisions: list[Decision]) -> list[Verdict]:

@@ -5,8 +5,9 @@ between fences marked with a nonce derived from their own hash (so no graded tex
 know, and therefore close, its fence), and the system prompt declares fenced text to
 be data, never instructions. Whatever the judge model writes is parsed strictly: one
 JSON object with exactly the schema's keys and types, or the verdict is an error
-(``flagged=None``), never a silent "not flagged". Calls go through the spine's
-DeploymentCaller, so they are cached, retried and rate-limited like generations.
+(``flagged=None``), never a silent "not flagged". Calls go through the run's model service
+(``ModelService``), so they are cached (or not, with ``--no-cache``), retried and
+rate-limited like generations.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from deploysim.core.models import DeploymentCaller, ModelCallError, ModelOutput, get_model, open_cache
-from deploysim.core.schema import Deployment, GenerationParams, Message, ReplayPoint
+from deploysim.core.models import Limits, ModelCallError, ModelClient, ModelOutput, ModelService
+from deploysim.core.schema import GenerationParams, Message
 from deploysim.evaluate.graders.base import Decision, GradeItem
 from deploysim.evaluate.graders.catalog import CATALOG, Behaviour
 
@@ -211,7 +212,8 @@ class JudgeGrader:
                  temperature: float | None = None, max_tokens: int = 400, concurrency: int = 4,
                  requests_per_minute: float | None = None, timeout_s: float = 120.0, max_retries: int = 3,
                  structured: str = "auto", cache: bool = True, rubrics: dict[str, str] | None = None,
-                 name: str = "", trace: list[dict[str, Any]] | None = None) -> None:
+                 name: str = "", trace: list[dict[str, Any]] | None = None,
+                 service: ModelService | None = None) -> None:
         if not model:
             raise ValueError("the judge grader needs a model: --judge MODEL (e.g. openai/gpt-4.1-mini or "
                              "openai-compatible/<name>@http://127.0.0.1:8000/v1)")
@@ -228,14 +230,20 @@ class JudgeGrader:
         self.trace = trace
         self.version = f"{PROMPT_VERSION}:{model}:k{k}"
         temp = temperature if temperature is not None else (0.0 if k == 1 else 0.7)
-        deployment = Deployment(
-            name="judge", model=model, concurrency=concurrency, requests_per_minute=requests_per_minute,
-            timeout_s=timeout_s, max_retries=max_retries,
-            params=GenerationParams(temperature=temp, max_tokens=max_tokens, seed=0),
-        )
-        self.client = StructuredJudgeClient(get_model(model), structured)
-        self.cache = open_cache() if cache else None
-        self.caller = DeploymentCaller(deployment, self.client, self.cache)
+        # The run's model service (its cache setting holds for the judge too); alone, a service of our own.
+        self._own_service = service is None
+        self.service = service or ModelService(cache=cache)
+        self.client: StructuredJudgeClient | None = None
+
+        def structured_client(inner: ModelClient) -> StructuredJudgeClient:
+            self.client = StructuredJudgeClient(inner, structured)
+            return self.client
+
+        self.llm = self.service.model(
+            model, name="judge", params=GenerationParams(temperature=temp, max_tokens=max_tokens, seed=0),
+            limits=Limits(concurrency=concurrency, requests_per_minute=requests_per_minute, timeout_s=timeout_s,
+                          max_retries=max_retries),
+            wrap=structured_client)
 
     def messages(self, behaviour: Behaviour, item: GradeItem) -> list[Message]:
         """The judge prompt (system, user) for one behaviour on one item."""
@@ -243,9 +251,9 @@ class JudgeGrader:
 
     async def _one(self, behaviour: Behaviour, item: GradeItem) -> Decision:
         messages = self.messages(behaviour, item)
-        point = ReplayPoint(point_id=f"judge:{behaviour.id}:{item.point_id}", record_id="judge", turn_index=0,
-                            prefix=messages)
-        generations = await asyncio.gather(*(self.caller.answer(point, s) for s in range(self.k)))
+        call_id = f"judge:{behaviour.id}:{item.point_id}"
+        generations = await asyncio.gather(*(self.llm.generate(messages, sample=s, id=call_id)
+                                             for s in range(self.k)))
         votes: list[tuple[bool, float, str]] = []
         errors: list[str] = []
         for generation in generations:
@@ -280,13 +288,11 @@ class JudgeGrader:
     async def grade(self, items: Sequence[GradeItem]) -> list[list[Decision]]:
         tasks = [[self._one(self.catalog[b], item) for b in self.behaviours] for item in items]
         flat = await asyncio.gather(*(t for row in tasks for t in row))
-        if self.cache is not None:
-            self.cache.flush()
+        self.llm.flush()
         n = len(self.behaviours)
         return [list(flat[i * n:(i + 1) * n]) for i in range(len(items))]
 
     async def aclose(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
-            self.cache = self.caller.cache = None
-        await self.client.aclose()
+        """Close the service if it is the judge's own; the run closes a shared one."""
+        if self._own_service:
+            await self.service.aclose()

@@ -1,17 +1,19 @@
-"""Grade a finished run directory: every deployment's replies (``logged`` included).
+"""Grading: a stream of replies through graders into a run directory, resumable (every kind of run).
 
 Resumable like generation (DESIGN rule 4): each (reply, grader) that finishes is
 appended to ``journal/verdicts.jsonl`` and flushed, so a killed grading run picks up
 where it stopped and never re-asks a judge for a verdict it already has. A grader
 failure becomes error verdicts (``flagged=None``), counted in the rates, never
 dropped (rule 3). ``verdicts.parquet`` is rebuilt from the journal at the end.
+``grade_items`` is the loop (chat runs and agent runs use it); ``grade_run`` grades
+every deployment's replies (``logged`` included) of a finished chat run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from deploysim.core.models import ModelService
 from deploysim.core.schema import ReplayPoint, ToolCall, Verdict
-from deploysim.core.store import read_points, write_verdicts
-from deploysim.core.store.journal import JsonlJournal, exclusive_lock
+from deploysim.core.store import (
+    GENERATIONS,
+    VERDICTS,
+    JsonlJournal,
+    RunStore,
+    exclusive_lock,
+    read_config,
+    read_points,
+)
 from deploysim.evaluate.graders.base import Decision, GradeItem, Grader, build_graders, to_verdicts
 
 #: The offline set ``deploysim demo`` and ``deploysim grade`` use by default: no network, no judge.
@@ -33,7 +43,6 @@ DEFAULT_GRADERS: list[str] = [
 ]
 BATCH = 256
 POINT_CHUNK = 4096
-JOURNAL = Path("journal") / "verdicts.jsonl"
 
 
 class GradeLockedError(RuntimeError):
@@ -67,7 +76,7 @@ def iter_grade_items(run_dir: Path, chunk: int = POINT_CHUNK) -> Iterator[GradeI
     generations from the Parquet file with a filter (one columnar scan per chunk).
     """
     run_dir = Path(run_dir)
-    dataset = ds.dataset(run_dir / "generations.parquet", format="parquet")
+    dataset = ds.dataset(GENERATIONS.path(run_dir), format="parquet")
     columns = ["point_id", "deployment", "sample_index", "text", "tool_calls_json", "finish_reason", "error"]
     points: dict[str, ReplayPoint] = {}
 
@@ -98,7 +107,7 @@ def iter_grade_items(run_dir: Path, chunk: int = POINT_CHUNK) -> Iterator[GradeI
 
 
 def _count_ok(run_dir: Path) -> tuple[int, int]:
-    table = pq.read_table(Path(run_dir) / "generations.parquet", columns=["error"])
+    table = pq.read_table(GENERATIONS.path(run_dir), columns=["error"])
     errors = int(pc.sum(pc.is_valid(table["error"])).as_py() or 0)
     return table.num_rows - errors, errors
 
@@ -128,61 +137,46 @@ async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: 
 
 def _finalise(run_dir: Path, journal: JsonlJournal) -> int:
     """verdicts.parquet from the journal; the last line per (reply, behaviour, grader) wins."""
-    last: dict[str, int] = {}
-    for i, row in enumerate(journal.rows()):
-        last[f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}|{row['behaviour']}|"
-             f"{row['grader']}"] = i
 
-    def rows() -> Iterator[Verdict]:
-        for i, row in enumerate(journal.rows()):
-            key = (f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}|{row['behaviour']}|"
-                   f"{row['grader']}")
-            if last[key] == i:
-                yield Verdict.model_validate(row)
+    def key(row: dict[str, Any]) -> str:
+        return f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}|{row['behaviour']}|{row['grader']}"
 
-    return write_verdicts(run_dir, rows())
+    last = {key(row): i for i, row in enumerate(journal.rows())}
+    return VERDICTS.write(run_dir, (Verdict.model_validate(row) for i, row in enumerate(journal.rows())
+                                    if last[key(row)] == i))
 
 
 def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None = None,
-              show_progress: bool = True) -> dict[str, Any]:
+              show_progress: bool = True, service: ModelService | None = None, cache: bool = True) -> dict[str, Any]:
     """Grade every reply in ``run_dir`` with the named graders; resumable; returns the rates.
 
     ``grader_names`` None means DEFAULT_GRADERS. Entries may be registry names, YAML
     files (``graders: [...]``) or ``{name, params}`` mappings. ``judge`` is the model id
-    handed to LLM-judge graders.
+    handed to LLM-judge graders; their calls go through ``service`` (the run's model
+    service), else one built from the run's saved ``cache`` and ``cache_path`` (``cache=False``:
+    none read or written, as ``--no-cache``).
     """
-    run_dir = Path(run_dir)
-    graders = build_graders(list(grader_names) if grader_names else DEFAULT_GRADERS, judge=judge)
-    with _grade_lock(run_dir):
-        return asyncio.run(_grade_async(run_dir, graders, show_progress))
+    if service is None:
+        config = read_config(Path(run_dir))  # a run written by a newer deploysim is refused here
+        service = ModelService(cache=cache and bool(config.get("cache", True)), cache_path=config.get("cache_path"))
+        return asyncio.run(_graded_then_closed(Path(run_dir), grader_names, judge, service, show_progress))
+    return asyncio.run(grade_run_async(Path(run_dir), grader_names, judge, service, show_progress))
 
 
-async def _grade_async(run_dir: Path, graders: list[Grader], show_progress: bool) -> dict[str, Any]:
-    started = time.time()
-    journal = JsonlJournal(run_dir / JOURNAL, key="point_id")  # opening drops a line cut short by a kill
-    done = _done_keys(journal)
-    ok, errored = _count_ok(run_dir)
-    progress = _progress(ok, show_progress)
-    written = 0
+async def _graded_then_closed(run_dir: Path, grader_names: list[str] | None, judge: str | None,
+                              service: ModelService, show_progress: bool) -> dict[str, Any]:
     try:
-        with journal:
-            batch: list[GradeItem] = []
-            for item in iter_grade_items(run_dir):
-                batch.append(item)
-                if len(batch) >= BATCH:
-                    written += await _grade_batch(graders, batch, done, journal)
-                    progress(len(batch))
-                    batch = []
-            if batch:
-                written += await _grade_batch(graders, batch, done, journal)
-                progress(len(batch))
+        return await grade_run_async(run_dir, grader_names, judge, service, show_progress)
     finally:
-        progress(None)
-        for g in graders:
-            closer = getattr(g, "aclose", None)
-            if closer is not None:
-                await closer()
-    n_verdicts = _finalise(run_dir, journal)
+        await service.aclose()
+
+
+async def grade_run_async(run_dir: Path, grader_names: list[str] | None, judge: str | None,
+                          service: ModelService, show_progress: bool) -> dict[str, Any]:
+    graders = build_graders(list(grader_names) if grader_names else DEFAULT_GRADERS, judge=judge, service=service)
+    started = time.time()
+    ok, errored = _count_ok(run_dir)
+    n_verdicts, written = await grade_items(run_dir, graders, iter_grade_items(run_dir), ok, show_progress)
     names = [g.name for g in graders]
     from deploysim.evaluate.stats.analysis import behaviour_rates  # numpy/scipy stack: only once grading ends
 
@@ -198,7 +192,40 @@ async def _grade_async(run_dir: Path, graders: list[Grader], show_progress: bool
     }
 
 
-def _progress(total: int, enabled: bool) -> Any:
+async def grade_items(run_dir: Path, graders: Sequence[Grader], items: Iterable[GradeItem], total: int | None,
+                      show_progress: bool) -> tuple[int, int]:
+    """Grade a stream of items into ``run_dir`` (journal, then verdicts.parquet); (verdicts, written now).
+
+    Items stream in batches of ``BATCH``; a (reply, grader, version) the journal already
+    holds without error is not graded again, so a killed grading resumes where it stopped.
+    """
+    journal = RunStore(run_dir).journal_file("verdicts", key="point_id")
+    with _grade_lock(Path(run_dir)):
+        done = _done_keys(journal)
+        progress = _progress(total, show_progress)
+        written = 0
+        try:
+            with journal:
+                batch: list[GradeItem] = []
+                for item in items:
+                    batch.append(item)
+                    if len(batch) >= BATCH:
+                        written += await _grade_batch(graders, batch, done, journal)
+                        progress(len(batch))
+                        batch = []
+                if batch:
+                    written += await _grade_batch(graders, batch, done, journal)
+                    progress(len(batch))
+        finally:
+            progress(None)
+            for g in graders:
+                closer = getattr(g, "aclose", None)
+                if closer is not None:
+                    await closer()
+        return _finalise(Path(run_dir), journal), written
+
+
+def _progress(total: int | None, enabled: bool) -> Any:
     """A callable advancing a rich bar (None closes it); a no-op when disabled."""
     if not enabled:
         return lambda n: None

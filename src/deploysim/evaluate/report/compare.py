@@ -60,9 +60,9 @@ def compare_stats(a: RunStats, b: RunStats) -> list[RateDiff]:
 
 
 def config_differences(a: RunStats, b: RunStats) -> list[str]:
-    from deploysim.evaluate.stats.data import _config
+    from deploysim.core.store import read_config
 
-    ca, cb = _config(Path(a.run_dir)), _config(Path(b.run_dir))
+    ca, cb = read_config(Path(a.run_dir)), read_config(Path(b.run_dir))
     models_a = {d.get("name"): d.get("model") for d in ca.get("deployments", []) if isinstance(d, dict)}
     models_b = {d.get("name"): d.get("model") for d in cb.get("deployments", []) if isinstance(d, dict)}
     lines = []

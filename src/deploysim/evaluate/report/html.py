@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from jinja2 import Environment
 from markupsafe import Markup
 
+from deploysim.core.store import GENERATIONS, POINTS, VERDICTS
 from deploysim.evaluate.report.assets import CSS, JS, TEMPLATE
 from deploysim.evaluate.stats.analysis import RunStats, analyse_run
 from deploysim.evaluate.stats.data import LOGGED, RunData, cluster_of, load_run
@@ -154,18 +155,18 @@ def _example_payload(data: RunData, stats: RunStats, picked: list[tuple[str, str
         return []
     ids = sorted({data.point_ids[i].as_py() for _, _, i in picked})
     run = data.run_dir
-    points = pq.read_table(run / "points.parquet", filters=[("point_id", "in", ids)],
+    points = pq.read_table(POINTS.path(run), filters=[("point_id", "in", ids)],
                            columns=["point_id", "record_id", "prefix_json", "original_json", "metadata_json"])
     point_rows = {r["point_id"]: r for r in points.to_pylist()}
     replies: dict[tuple[str, str], dict[str, Any]] = {}
-    gen_path = run / "generations.parquet"
+    gen_path = GENERATIONS.path(run)
     if gen_path.is_file():
         gens = pq.read_table(gen_path, filters=[("point_id", "in", ids)],
                              columns=["point_id", "deployment", "sample_index", "text", "error"])
         gens = gens.filter(pc.equal(gens["sample_index"], 0))
         for g in gens.to_pylist():
             replies[(g["point_id"], g["deployment"])] = {"text": _clip(g["text"]), "error": g["error"]}
-    verdicts = pq.read_table(run / "verdicts.parquet", filters=[("point_id", "in", ids)],
+    verdicts = pq.read_table(VERDICTS.path(run), filters=[("point_id", "in", ids)],
                              columns=["point_id", "deployment", "sample_index", "behaviour", "grader", "flagged",
                                       "rationale", "error"])
     rationale: dict[tuple[str, str, str], tuple[bool | None, str]] = {}

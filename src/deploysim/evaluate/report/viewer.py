@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import cast, Any
 
+from deploysim.core.store import POINTS, VERDICTS
+
 HOST = "127.0.0.1"
 #: Host-header names this server answers to (DNS rebinding defence).
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -41,7 +43,7 @@ def list_runs(runs_dir: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     candidates = [runs_dir, *sorted(p for p in runs_dir.iterdir() if p.is_dir())] if runs_dir.is_dir() else []
     for path in candidates:
-        if (path / "points.parquet").is_file() and (path / "verdicts.parquet").is_file():
+        if POINTS.path(path).is_file() and VERDICTS.path(path).is_file():
             found[path.name] = path
     return found
 
@@ -91,7 +93,7 @@ def make_server(runs_dir: Path, port: int = 0) -> ThreadingHTTPServer:
                 name = urllib.parse.unquote(path[len("/run/"):].rstrip("/"))
                 run = runs.get(name)
                 if run is not None:
-                    mtime = (run / "verdicts.parquet").stat().st_mtime
+                    mtime = VERDICTS.path(run).stat().st_mtime
                     with lock:
                         hit = cache.get(name)
                         if hit is None or hit[0] != mtime:

@@ -18,10 +18,9 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import yaml
 
 from deploysim.core.schema import LOGGED
-from deploysim.core.store import RunDirError
+from deploysim.core.store import POINTS, VERDICTS, RunDirError, read_config
 
 
 @dataclass
@@ -46,17 +45,6 @@ class RunData:
         return sorted(self.outcomes)
 
 
-def _config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
 def cluster_of(record_id: str, metadata: dict[str, Any]) -> str:
     conv = metadata.get("conversation_id")
     return str(conv) if conv not in (None, "") else str(record_id)
@@ -69,7 +57,7 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
     ``graders`` keeps only those graders' verdicts.
     """
     run_dir = Path(run_dir)
-    points_path, verdicts_path = run_dir / "points.parquet", run_dir / "verdicts.parquet"
+    points_path, verdicts_path = POINTS.path(run_dir), VERDICTS.path(run_dir)
     if not points_path.is_file():
         raise RunDirError(f"{run_dir}: no points.parquet; is this a finished run directory?")
     if not verdicts_path.is_file():
@@ -92,7 +80,7 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
     verdicts = pq.read_table(verdicts_path, columns=["point_id", "deployment", "behaviour", "grader", "flagged"])
     if graders is not None:
         verdicts = verdicts.filter(pc.is_in(verdicts["grader"], pa.array(list(graders), pa.string())))
-    config = _config(run_dir)
+    config = read_config(run_dir)  # a run written by a newer deploysim is refused here, never misread
     notes: list[str] = []
     chosen = _choose_graders(verdicts, preferred_graders or {}, notes)
     others: dict[tuple[str, str], dict[str, np.ndarray]] = {}

@@ -1,5 +1,10 @@
-"""Engines that run a simulation: the local asyncio pipeline (a Ray one comes later)."""
+"""The replay workload and its local asyncio executor (a Ray or batch executor plugs in the same way).
 
-from deploysim.pipeline.engine.local import LocalEngine, RunLockedError, run_simulation
+``deploysim.run_simulation`` (in ``deploysim.evaluate.simulate``) runs it through the run
+lifecycle with grading.
+"""
 
-__all__ = ["LocalEngine", "RunLockedError", "run_simulation"]
+from deploysim.core.lifecycle import RunLockedError
+from deploysim.pipeline.engine.local import ReplayWorkload
+
+__all__ = ["ReplayWorkload", "RunLockedError"]

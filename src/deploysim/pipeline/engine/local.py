@@ -1,25 +1,22 @@
-"""The local asyncio pipeline: sources -> replay points -> deployments -> journal -> Parquet.
+"""The replay workload (kind ``chat``): sources -> replay points -> deployments -> journal -> Parquet.
 
-One producer reads inputs and cuts points; each deployment has a bounded queue
-(backpressure: reading never runs far ahead of the slowest deployment) and a pool
-of workers sized by its concurrency. Every finished call is journaled at once, so a
-run killed at any moment resumes without resending it (DESIGN rule 4).
+It plugs into the run lifecycle (``deploysim.core.lifecycle``: lock, config snapshot,
+manifest, model service, grading, summary). Its executor is the local asyncio pipeline:
+one producer reads inputs and cuts points; each deployment has a bounded queue
+(backpressure) and a pool of workers sized by its concurrency. Every finished call is
+journaled at once, so a run killed at any moment resumes without resending it (DESIGN rule 4).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, TypeVar
 
-from deploysim.core.models import DeploymentCaller, check_model_id, get_model, open_cache
-from deploysim.core.schema import LOGGED, SCHEMA_VERSION, Deployment, Generation, GenerationParams, Record, Reject, ReplayPoint
-from deploysim.core.store import JournalError, RunStore, generation_key
-from deploysim.core.store.journal import exclusive_lock, write_error
+from deploysim.core.lifecycle import Call, Executed, Run, Workload
+from deploysim.core.models import Model, check_model_id
+from deploysim.core.schema import LOGGED, Deployment, Generation, GenerationParams, Record, Reject, ReplayPoint
+from deploysim.core.store import GENERATIONS, JournalError, RunStore, generation_key
 from deploysim.pipeline.config import SimConfig
 from deploysim.pipeline.engine.progress import RunProgress
 from deploysim.pipeline.engine.summary import InputCounts, build_summary
@@ -29,16 +26,8 @@ from deploysim.pipeline.sources import SkippedInputs, iter_inputs
 
 _DONE = None
 T = TypeVar("T")
-
-
-class RunLockedError(RuntimeError):
-    pass
-
-
-def run_lock(root: Path) -> AbstractContextManager[None]:
-    """One process per run directory: a second one would corrupt the journal."""
-    return exclusive_lock(root / ".lock", RunLockedError,
-                          f"{root}: another deploysim process is using this run directory")
+#: one call of the replay: a point, the deployment answering it, the sample index
+Job = tuple[ReplayPoint, Deployment, int]
 
 
 def _reason_kind(reject: Reject) -> str:
@@ -54,39 +43,35 @@ def _deidentifier(config: SimConfig) -> Callable[[Record], Record] | None:
     return build_deidentifier(config.privacy)
 
 
-def preflight(config: SimConfig) -> None:
-    """What can be checked without sending anything: privacy settings and model ids.
+class ReplayWorkload(Workload[SimConfig, Job]):
+    """Replay every point against every deployment; the executor is the per-deployment queue pipeline."""
 
-    PrivacyError or ModelIdError; cheap (no de-identifier or client is built).
-    """
-    from deploysim.pipeline.privacy import parse_privacy_config
+    kind = "chat"
+    journal = "generations"
+    key = "point_id"
+    store: RunStore
 
-    parse_privacy_config(config.privacy)
-    for deployment in config.deployments:
-        check_model_id(deployment.model)
-    if config.judge:
-        check_model_id(config.judge)
-
-
-def _grade(config: SimConfig, root: Path, show_progress: bool) -> dict[str, Any] | None:
-    if not config.graders:
-        return None
-    from deploysim.evaluate.graders import grade_run
-
-    return grade_run(root, config.graders, judge=config.judge, show_progress=show_progress)
-
-
-class LocalEngine:
-    def __init__(self, config: SimConfig, store: RunStore, *, show_progress: bool = True) -> None:
-        self.config = config
-        self.store = store
+    def __init__(self, config: SimConfig, store: RunStore | None = None) -> None:
+        super().__init__(config)
+        if store is not None:  # ``execute`` sets the run's; a caller that only reads inputs hands its own
+            self.store = store
         self.counts = InputCounts()
-        self.show_progress = show_progress
         self.skipped_done = 0
         self.skipped = SkippedInputs()
+        self.models: dict[str, Model] = {}
         self._flush_pending = False
         #: the first write that failed (a full disk): nothing more is sent once it is set
         self.failure: JournalError | None = None
+
+    def preflight(self) -> None:
+        """What can be checked without sending anything: privacy settings and model ids (cheap)."""
+        from deploysim.pipeline.privacy import parse_privacy_config
+
+        parse_privacy_config(self.config.privacy)
+        for deployment in self.config.deployments:
+            check_model_id(deployment.model)
+        if self.config.judge:
+            check_model_id(self.config.judge)
 
     def _inputs(self) -> Iterator[Reject | list[ReplayPoint]]:
         """Each record's replay points (de-identified after sampling: sampling reads only ids), or a reject.
@@ -142,56 +127,21 @@ class LocalEngine:
         self.counts.rejects_by_reason[kind] = self.counts.rejects_by_reason.get(kind, 0) + 1
         self.store.write_reject(reject)
 
-    async def run(self, resume: bool = False) -> dict[str, Any]:
-        config, store = self.config, self.store
-        started = time.time()
-        clients = {d.name: get_model(d.model) for d in config.deployments}
-        cache = open_cache(Path(config.cache_path) if config.cache_path else None) if config.cache else None
-        callers = {d.name: DeploymentCaller(d, clients[d.name], cache) for d in config.deployments}
-        done = store.done_keys() if resume else set()
-        queues: dict[str, asyncio.Queue[tuple[ReplayPoint, int] | None]] = {
-            name: asyncio.Queue(maxsize=config.queue_size) for name in callers
-        }
-        progress = RunProgress(callers, enabled=self.show_progress)
-        store.open_attempt()
-        try:
-            with progress:
-                workers = [
-                    asyncio.create_task(self._worker(callers[d.name], queues[d.name], progress))
-                    for d in config.deployments
-                    for _ in range(max(1, d.concurrency))
-                ]
-                producer = asyncio.create_task(self._produce(queues, done, progress))
-                try:
-                    await producer
-                    for deployment in config.deployments:
-                        for _ in range(max(1, deployment.concurrency)):
-                            await queues[deployment.name].put(_DONE)
-                    await asyncio.gather(*workers)
-                except BaseException:
-                    producer.cancel()
-                    for task in workers:
-                        task.cancel()
-                    raise
-        finally:
-            if cache is not None:
-                cache.close()
-            try:
-                store.close_attempt()
-            except JournalError as exc:
-                self.failure = self.failure or exc
-            for client in clients.values():
-                await client.aclose()
-        if self.failure is not None:
-            raise self.failure
-        store.write_parquet()
-        summary = build_summary(store.root, config, self.counts, callers, started, self.skipped_done)
-        summary["inputs_skipped"] = self.skipped.by_reason
-        store.write_json("summary.json", summary)
-        return summary
+    # -- the items: one model call per (point, deployment, sample); any executor can run them ----
 
-    async def _produce(self, queues: dict[str, asyncio.Queue[Any]], done: set[str], progress: RunProgress) -> None:
-        deployments = self.config.deployments
+    async def setup(self, run: Run) -> None:
+        self.store = run.store
+        self.models = {d.name: run.models.deployment(d) for d in self.config.deployments}
+        run.store.open_attempt()
+
+    def done(self, run: Run) -> set[str]:
+        self._done = self.store.done_keys() if run.resume else set()
+        return self._done
+
+    def items(self, run: Run) -> Iterator[tuple[str, Job]]:
+        """Every call to make, keyed by ``generation_key``; points, rejects and logged replies are written as
+        the inputs stream (so the counts reconcile whichever executor runs the calls)."""
+        done: set[str] = getattr(self, "_done", set())
         try:
             for item in self._inputs():
                 if self.failure is not None:
@@ -203,25 +153,89 @@ class LocalEngine:
                     self.counts.points += 1
                     self.store.write_point(point)
                     self._journal_logged(point, done)
-                    for deployment in deployments:
+                    for deployment in self.config.deployments:
                         for sample in range(deployment.samples):
-                            if done and generation_key(point.point_id, deployment.name, sample) in done:
-                                self.skipped_done += 1
-                                progress.advance(deployment.name, skipped=True)
-                                continue
-                            await queues[deployment.name].put((point, sample))
+                            yield generation_key(point.point_id, deployment.name, sample), (point, deployment, sample)
         except JournalError as exc:
             self.failure = self.failure or exc
-        progress.set_totals({d.name: self.counts.points * d.samples for d in deployments})
 
-    def _journal(self, generation: Generation) -> None:
+    def call(self, item: Job, run: Run) -> Call:
+        point, deployment, sample = item
+        return Call(self.models[deployment.name], deployment.apply_system_prompt(point.prefix),
+                    _sample_params(deployment, sample), point.tools, sample, point.point_id)
+
+    def finish(self, item: Job, generation: Generation, run: Run) -> dict[str, Any]:
+        return GENERATIONS.row(generation)
+
+    def record(self, key: str, row: dict[str, Any], run: Run) -> None:
+        self._journal_row(row)
+
+    def executed(self, run: Run, wanted: set[str], skipped: int) -> Executed:
+        self.skipped_done = skipped
+        return Executed(rows={}, skipped=skipped, wanted=len(wanted))
+
+    async def teardown(self, run: Run) -> None:
+        run.models.flush()
+        try:
+            run.store.close_attempt()
+        except JournalError as exc:
+            self.failure = self.failure or exc
+
+    def summarise(self, run: Run, executed: Executed) -> dict[str, Any]:
+        if self.failure is not None:  # a write failed (a full disk): nothing more was sent
+            raise self.failure
+        self.store.write_parquet()
+        summary = build_summary(run.root, self.config, self.counts, self.models, run.started, executed.skipped)
+        summary["inputs_skipped"] = self.skipped.by_reason
+        return summary
+
+    # -- its own executor: bounded per-deployment queues (backpressure), workers per concurrency ----
+
+    async def execute(self, run: Run) -> Executed:
+        config, models = self.config, self.models
+        done = self.done(run)
+        queues: dict[str, asyncio.Queue[Job | None]] = {
+            name: asyncio.Queue(maxsize=config.queue_size) for name in models
+        }
+        progress = RunProgress(models, enabled=run.show_progress)
+        with progress:
+            workers = [
+                asyncio.create_task(self._worker(run, queues[d.name], progress))
+                for d in config.deployments
+                for _ in range(max(1, d.concurrency))
+            ]
+            producer = asyncio.create_task(self._produce(run, queues, done, progress))
+            try:
+                await producer
+                for deployment in config.deployments:
+                    for _ in range(max(1, deployment.concurrency)):
+                        await queues[deployment.name].put(_DONE)
+                await asyncio.gather(*workers)
+            except BaseException:
+                producer.cancel()
+                for task in workers:
+                    task.cancel()
+                raise
+        return Executed(rows={}, skipped=self.skipped_done, wanted=self.counts.points)
+
+    async def _produce(self, run: Run, queues: dict[str, asyncio.Queue[Any]], done: set[str],
+                       progress: RunProgress) -> None:
+        for key, job in self.items(run):
+            if done and key in done:
+                self.skipped_done += 1
+                progress.advance(job[1].name, skipped=True)
+                continue
+            await queues[job[1].name].put(job)
+        progress.set_totals({d.name: self.counts.points * d.samples for d in self.config.deployments})
+
+    def _journal_row(self, row: dict[str, Any]) -> None:
         """Journal a finished call; one flush per event-loop iteration, before the loop waits again.
 
         A write that fails (a full disk) stops the run: ``failure`` is set, workers send
-        nothing more, and ``run`` raises it once the calls in flight have come back.
+        nothing more, and ``summarise`` raises it once the calls in flight have come back.
         """
         try:
-            self.store.journal(generation, flush=False)
+            self.store.journal_row(row, flush=False)
         except JournalError as exc:
             self.failure = self.failure or exc
             return
@@ -240,12 +254,11 @@ class LocalEngine:
         """What production said is the ``logged`` deployment's answer: no call, just a row."""
         if point.original is None or (done and generation_key(point.point_id, LOGGED, 0) in done):
             return
-        self._journal(
+        self._journal_row(GENERATIONS.row(
             Generation(point_id=point.point_id, deployment=LOGGED, text=point.original.content,
-                       tool_calls=point.original.tool_calls, finish_reason=LOGGED, attempts=0)
-        )
+                       tool_calls=point.original.tool_calls, finish_reason=LOGGED, attempts=0)))
 
-    async def _worker(self, caller: DeploymentCaller, queue: asyncio.Queue[Any], progress: RunProgress) -> None:
+    async def _worker(self, run: Run, queue: asyncio.Queue[Any], progress: RunProgress) -> None:
         while True:
             job = await queue.get()
             if job is _DONE:
@@ -257,10 +270,8 @@ class LocalEngine:
                     self.failure = exc
             if self.failure is not None:
                 continue  # drain the queue so the producer is never stuck; nothing more is sent
-            point, sample = job
-            generation = await caller.answer(point, sample, _sample_params(caller.deployment, sample))
-            self._journal(generation)
-            progress.advance(caller.deployment.name)
+            self._journal_row(await self.process(job, run))
+            progress.advance(job[1].name)
 
 
 def _sample_params(deployment: Deployment, sample: int) -> GenerationParams | None:
@@ -268,27 +279,3 @@ def _sample_params(deployment: Deployment, sample: int) -> GenerationParams | No
     if sample == 0 or deployment.params.seed is None:
         return None
     return deployment.params.model_copy(update={"seed": deployment.params.seed + sample})
-
-
-def run_simulation(config: SimConfig, out: Path, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a simulation into ``out``; returns the summary that was written."""
-    from deploysim.pipeline.config import dump_config
-
-    preflight(config)  # before the directory exists: a bad setting leaves nothing half-made behind
-    store = RunStore(out)
-    with run_lock(Path(out)):
-        if not resume:
-            try:
-                store.root.mkdir(parents=True, exist_ok=True)
-                tmp = store.root / ".config.yaml.tmp"  # renamed into place: a kill never leaves half a config
-                tmp.write_text(f"# deploysim run config, schema {SCHEMA_VERSION}\n" + dump_config(config))
-                os.replace(tmp, store.config_path)
-            except OSError as exc:
-                raise write_error(store.config_path, exc) from None
-        engine = LocalEngine(config, store, show_progress=show_progress)
-        summary = asyncio.run(engine.run(resume=resume))
-        grading = _grade(config, store.root, show_progress)
-        if grading is not None:
-            summary["behaviours"] = grading
-            store.write_json("summary.json", summary)
-        return summary

@@ -23,13 +23,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from deploysim.core.models import DeploymentCaller
+from deploysim.core.models import Model
 
 TICK_S = 0.25
 
 
 class RunProgress(AbstractContextManager["RunProgress"]):
-    def __init__(self, callers: dict[str, DeploymentCaller], enabled: bool = True) -> None:
+    def __init__(self, callers: dict[str, Model], enabled: bool = True) -> None:
         self.callers = callers
         self.enabled = enabled
         self.done = dict.fromkeys(callers, 0)

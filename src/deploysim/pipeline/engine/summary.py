@@ -12,8 +12,9 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from deploysim.core.models import DeploymentCaller
-from deploysim.core.schema import LOGGED, SCHEMA_VERSION, redact_credentials
+from deploysim.core.models import Model
+from deploysim.core.schema import LOGGED, redact_credentials
+from deploysim.core.store import GENERATIONS
 
 if TYPE_CHECKING:
     from deploysim.pipeline.config import SimConfig
@@ -69,13 +70,13 @@ class InputCounts:
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
 
 
-def build_summary(root: Path, config: SimConfig, counts: InputCounts, callers: dict[str, DeploymentCaller],
+def build_summary(root: Path, config: SimConfig, counts: InputCounts, models: dict[str, Model],
                   started: float, skipped_done: int) -> dict[str, Any]:
-    tallies = _tally(root / "generations.parquet")
+    tallies = _tally(GENERATIONS.path(root))
     deployments: dict[str, Any] = {}
     for deployment in config.deployments:
         tally = tallies.get(deployment.name, _Tally())
-        stats = callers[deployment.name].stats
+        stats = models[deployment.name].stats
         deployments[deployment.name] = {
             "model": redact_credentials(deployment.model),
             "system_prompt": deployment.system_prompt,
@@ -107,8 +108,6 @@ def build_summary(root: Path, config: SimConfig, counts: InputCounts, callers: d
         },
     }
     return {
-        "schema_version": SCHEMA_VERSION,
-        "status": "complete",
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration_s": round(time.time() - started, 2),
         "records_read": counts.records_read,
