@@ -109,10 +109,10 @@ class CountingJudge:
     calls = 0
 
     def __init__(self, name: str) -> None:
-        self.model_id = f"counting-judge/{name}"
+        self.model_id = f"rundir-judge/{name}"
 
     def cache_identity(self) -> dict[str, Any]:
-        return {"provider": "counting-judge", "model": self.model_id, "base_url": None}
+        return {"provider": "rundir-judge", "model": self.model_id, "base_url": None}
 
     async def generate(self, messages: list[Message], params: GenerationParams, tools: list) -> ModelOutput:
         CountingJudge.calls += 1
@@ -123,7 +123,7 @@ class CountingJudge:
         return None
 
 
-model_provider("counting-judge", "FAKE counting judge for tests")(CountingJudge)
+model_provider("rundir-judge", "FAKE counting judge for tests")(CountingJudge)
 
 
 def _judged(tmp_path: Path, out: str, cache: bool) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def _judged(tmp_path: Path, out: str, cache: bool) -> dict[str, Any]:
     config = SimConfig(data=[str(FIXTURES / "sources" / "openai_chat.jsonl")], privacy={"mode": "off"},
                        deployments=[{"name": "candidate", "model": "instant/echo"}], cache=cache,
                        cache_path=str(tmp_path / "calls.sqlite"),
-                       graders=[str(graders)], judge="counting-judge/x")
+                       graders=[str(graders)], judge="rundir-judge/x")
     return run_simulation(config, tmp_path / out, show_progress=False)
 
 
@@ -159,7 +159,7 @@ def test_the_judge_honours_no_cache(tmp_path: Path) -> None:
     assert CountingJudge.calls == 3 * replies
     # standalone grading follows the run's setting, or --no-cache
     result = CliRunner().invoke(main, ["grade", str(tmp_path / "a"), "--graders", str(tmp_path / "graders.yaml"),
-                                       "--judge", "counting-judge/y", "--quiet"])
+                                       "--judge", "rundir-judge/y", "--quiet"])
     assert result.exit_code == 0, result.output
     assert CountingJudge.calls == 4 * replies and _cached_judge_rows(tmp_path / "calls.sqlite") == 2 * 3 + 3
 
