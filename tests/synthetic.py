@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from deploysim.core.schema import Message, ReplayPoint, Verdict
-from deploysim.core.store import GENERATION_SCHEMA, POINT_SCHEMA, write_verdicts
+from deploysim.core.store import GENERATIONS, POINTS, write_verdicts
 
 LANGUAGES = ("en", "de", "es", "fr")
 SURFACES = ("chat", "api")
@@ -39,7 +39,7 @@ def _messages(conv: dict) -> list[Message]:
 
 
 def _point_row(point: ReplayPoint) -> dict:
-    """A row of POINT_SCHEMA (written here so tests do not depend on the store's internals)."""
+    """A row of POINTS.schema (written here so tests do not depend on the store's internals)."""
     return {
         "schema_version": point.schema_version, "point_id": point.point_id, "record_id": point.record_id,
         "turn_index": point.turn_index,
@@ -114,8 +114,8 @@ def build_run(run_dir: Path, behaviours: dict[str, tuple[float, float]], n_point
                     point_id=point.point_id, deployment=dep, behaviour=behaviour, grader="synthetic",
                     flagged=flagged, score=float(u),
                     rationale=plant(f"synthetic verdict: u={u:.3f} {'<' if flagged else '>='} rate {p}")))
-    pq.write_table(pa.Table.from_pylist(point_rows, schema=POINT_SCHEMA), run_dir / "points.parquet")
-    pq.write_table(pa.Table.from_pylist(gen_rows, schema=GENERATION_SCHEMA), run_dir / "generations.parquet")
+    pq.write_table(pa.Table.from_pylist(point_rows, schema=POINTS.schema), run_dir / "points.parquet")
+    pq.write_table(pa.Table.from_pylist(gen_rows, schema=GENERATIONS.schema), run_dir / "generations.parquet")
     write_verdicts(run_dir, verdicts)
     config = {"deployments": [{"name": "baseline", "model": "synthetic/baseline"},
                               {"name": "candidate", "model": "synthetic/candidate"}], "seed": seed}

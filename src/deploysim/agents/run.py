@@ -218,11 +218,11 @@ class AgentWorkload(Workload[AgentRunConfig, Episode]):
         privacy_on = deid_text is not None
         records: Iterable[Record | tuple[Record, Record]] = (
             prior_records() if privacy_on else (clean for clean, _raw in prior_records()))  # off: raw is clean
-        self.resolver = build_resolver(config, records, run.store.path("prior_calls.sqlite"),
+        self.resolver = build_resolver(config, records, run.root / "prior_calls.sqlite",
                                        LLMToolSimulator(self.simulator) if self.simulator else None, deid_text,
                                        sealer=RawSealer() if privacy_on else None)
         self.rejects = run.store.write_rejects(rejects)
-        run.store.path("transcripts").mkdir(parents=True, exist_ok=True)
+        (run.root / "transcripts").mkdir(parents=True, exist_ok=True)
         self.episodes: dict[str, Episode] = {}
         for n, record in enumerate(iter_trajectories(config.data, deid, tools_file=config.tools_file)):
             if config.limit is not None and n >= config.limit:
@@ -242,7 +242,7 @@ class AgentWorkload(Workload[AgentRunConfig, Episode]):
         except Exception as exc:  # one broken episode must not sink the run (rule 3)
             result = EpisodeResult(episode_id(record, start), record.id, start, "errored",
                                    list(record.messages[: start + 1]), error=f"{type(exc).__name__}: {exc}"[:300])
-        path = run.store.path("transcripts") / f"{_safe_name(result.episode_id)}.json"
+        path = run.root / "transcripts" / f"{_safe_name(result.episode_id)}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps(result.transcript(), option=orjson.OPT_INDENT_2))
         tmp.replace(path)  # transcript first: a journal line always has its transcript

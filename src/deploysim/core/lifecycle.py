@@ -1,25 +1,14 @@
-"""One run lifecycle: every kind of run (chat replay, agents, awareness, realism, ...) goes through it.
+"""One run lifecycle: every kind of run (chat replay, agents, awareness, realism, rollout) goes through it.
 
-In the spirit of Inspect's Task plus one eval loop: a **workload** says what its items
-are and how to process one; the lifecycle does the rest, once:
+A **workload** says what its items are and how to process one; ``run_workload`` does the rest:
+lock the directory; a new run writes ``config.yaml`` and ``manifest.json`` (its kind), a resumed
+one opens the manifest (older schema migrated, newer or another kind refused); build the run's
+``ModelService`` (cache on/off, cache path: every call of the run goes through it); execute;
+grade (a step handed in by the layer that knows graders); write ``summary.json`` once.
 
-1. lock the run directory (one writer at a time);
-2. a new run: snapshot the configuration (``config.yaml``) and write ``manifest.json``
-   with the workload's kind; a resumed run: open the manifest (an older schema is
-   migrated, a newer one or another kind refused) and re-read the configuration;
-3. build the run's ``ModelService`` from the configuration (cache on/off, cache path):
-   every model call of the run, the judge's included, goes through it;
-4. execute the items: the default executor (``LocalExecutor``) skips the items the
-   journal already holds without error, runs the rest with bounded concurrency and
-   journals each one as it finishes (flushed: a kill loses nothing finished);
-5. grade (a ``grade`` step handed in by the layer that knows the graders), streaming
-   and resumable;
-6. write ``summary.json`` once, at the end, and say which exit code it means.
-
-The executor seam: ``run_workload(..., executor=...)`` runs the items with any ``Executor``
-(``async execute(workload, run) -> Executed``; a Ray or provider-batch engine) instead of
-the workload's own ``execute``; a workload with its own fast path (the replay pipeline's
-per-deployment queues) overrides ``execute``. Nothing else changes.
+The executor seam: ``run_workload(..., executor=E)`` runs the items with any ``Executor``
+(``async execute(workload, run) -> Executed``: a Ray or provider-batch engine) instead of the
+workload's own ``execute`` (``LocalExecutor``, or a fast path such as the replay queues).
 """
 
 from __future__ import annotations
@@ -40,7 +29,6 @@ from deploysim.core.store import JsonlJournal, Manifest, RunStore, exclusive_loc
 
 EXIT_OK = 0
 EXIT_NOT_RECONCILED = 1
-EXIT_BAD_INPUT = 2  # bad configuration or input, a run directory that cannot be opened
 
 T = TypeVar("T")
 C = TypeVar("C", bound=BaseModel)
@@ -83,7 +71,7 @@ class Executed:
 
 @dataclass
 class Call:
-    """One model call an item needs, for executors that send calls their own way (a provider's batch API)."""
+    """An item's one model call, for executors that send calls their own way (a provider's batch API)."""
 
     model: Model
     messages: list[Message]
@@ -94,12 +82,10 @@ class Call:
 
 
 class Workload(Generic[C, T]):
-    """Base of every workload: ``kind``, ``config``, ``items`` and ``process``; the rest is optional.
+    """``kind``, ``config``, ``items`` and ``process`` (or ``call`` + ``finish``); the rest is optional.
 
-    ``process`` returns the item's journal row (holding ``key``; a row whose ``error`` is set,
-    or whose ``status`` is ``errored``, is redone on resume). A workload whose item is one
-    model call may supply ``call`` and ``finish`` instead (then ``process`` is their composition).
-    ``summarise`` turns what was executed into the workload's part of ``summary.json``.
+    ``process`` returns the item's journal row (holding ``key``); a row with ``error`` set or
+    ``status == "errored"`` is redone on resume. Executors journal through ``done``/``record``/``executed``.
     """
 
     kind: ClassVar[str] = ""
@@ -110,13 +96,10 @@ class Workload(Generic[C, T]):
         self.config = config
         self._journal: JsonlJournal | None = None
 
-    # -- what a workload supplies ---------------------------------------------------------
-
     def preflight(self) -> None:
-        """Checks that need no run directory (settings, model ids); raised before anything is written."""
+        """Checks that need no run directory (settings, model ids), before anything is written."""
 
     def service(self) -> ModelService:
-        """The run's model service, from the configuration (``cache``, ``cache_path`` when present)."""
         return ModelService(cache=bool(getattr(self.config, "cache", True)),
                             cache_path=getattr(self.config, "cache_path", None))
 
@@ -124,18 +107,16 @@ class Workload(Generic[C, T]):
         """Open what processing needs (models from ``run.models``, stores, connectors)."""
 
     def items(self, run: Run) -> Iterable[tuple[str, T]]:
-        """(key, item) pairs, streamed."""
         raise NotImplementedError
 
     def concurrency(self) -> int:
         return 1
 
     def call(self, item: T, run: Run) -> Call | None:
-        """The item's one model call, or None when ``process`` does more than one call."""
+        """The item's one model call; None when ``process`` does more."""
         return None
 
     def finish(self, item: T, generation: Generation, run: Run) -> dict[str, Any]:
-        """The journal row of an item from its call's answer (with ``call``)."""
         raise NotImplementedError
 
     async def process(self, item: T, run: Run) -> dict[str, Any]:
@@ -146,12 +127,10 @@ class Workload(Generic[C, T]):
         return self.finish(item, generation, run)
 
     async def teardown(self, run: Run) -> None:
-        """Close what ``setup`` opened (the model service is closed by the lifecycle)."""
+        """Close what ``setup`` opened (the lifecycle closes the model service)."""
 
     def summarise(self, run: Run, executed: Executed) -> dict[str, Any]:
         return {"items": executed.wanted, "items_skipped_on_resume": executed.skipped}
-
-    # -- the journal: what executors read and write through ---------------------------------
 
     def _journal_file(self, run: Run) -> JsonlJournal:
         if self._journal is None:
@@ -159,7 +138,7 @@ class Workload(Generic[C, T]):
         return self._journal
 
     def done(self, run: Run) -> set[str]:
-        """Keys an earlier attempt finished without error (empty for a new run): not executed again."""
+        """Keys an earlier attempt finished without error: not executed again."""
         if not run.resume:
             return set()
         return {k for k, row in self._journal_file(run).latest().items() if not _failed(row)}
@@ -172,13 +151,9 @@ class Workload(Generic[C, T]):
         journal.append(row)
 
     def executed(self, run: Run, wanted: set[str], skipped: int) -> Executed:
-        """Close the journal; its latest row per wanted key."""
         journal = self._journal_file(run)
         journal.close()
-        rows = {k: row for k, row in journal.latest().items() if k in wanted}
-        return Executed(rows=rows, skipped=skipped, wanted=len(wanted))
-
-    # -- how it runs: the default executor; a workload may replace it ----------------------
+        return Executed({k: row for k, row in journal.latest().items() if k in wanted}, skipped, len(wanted))
 
     async def execute(self, run: Run) -> Executed:
         return await LocalExecutor().execute(self, run)
@@ -190,25 +165,18 @@ def _failed(row: dict[str, Any]) -> bool:
 
 @runtime_checkable
 class Executor(Protocol):
-    """The executor seam: how a workload's items get executed (``run_workload(..., executor=)``).
-
-    An executor reads ``workload.done(run)`` (keys to skip), streams ``workload.items(run)``,
-    runs ``workload.process(item, run)`` for the rest (or sends ``workload.call(item, run)``
-    its own way and hands the answer to ``workload.finish``), passes each row to
-    ``workload.record(key, row, run)`` and returns ``workload.executed(run, wanted, skipped)``.
-    ``LocalExecutor`` is the reference; a Ray or provider-batch executor follows it.
-    """
+    """Runs a workload's items: reads ``workload.done(run)``, streams ``workload.items(run)``, runs
+    ``workload.process`` for the rest (or sends ``workload.call`` its own way and hands the answer to
+    ``workload.finish``), passes rows to ``workload.record`` and returns ``workload.executed(...)``."""
 
     async def execute(self, workload: Workload[Any, Any], run: Run) -> Executed: ...
 
 
 class LocalExecutor:
-    """The asyncio eval loop: skip what the journal holds, run the rest ``concurrency`` at a time."""
+    """The asyncio loop: skip what the journal holds, run the rest ``concurrency`` at a time."""
 
     async def execute(self, workload: Workload[Any, Any], run: Run) -> Executed:
-        done = workload.done(run)
-        wanted: set[str] = set()
-        skipped = 0
+        done, wanted, skipped = workload.done(run), set(), 0
         limit = asyncio.Semaphore(max(1, workload.concurrency()))
         tasks: set[asyncio.Task[None]] = set()
         failures: list[BaseException] = []
@@ -238,7 +206,7 @@ class LocalExecutor:
                 if failures:
                     break
             await asyncio.gather(*tasks)
-            if failures:  # a workload's process must turn an item's failure into a row; this is a bug
+            if failures:  # process must turn an item's failure into a row: this is a bug, stop
                 raise failures[0]
         except BaseException:
             for task in tasks:
@@ -259,10 +227,9 @@ Grade = Callable[[Run], Awaitable[dict[str, Any] | None]]
 def run_workload(workload: Workload[Any, Any], out: Path, *, resume: bool = False, grade: Grade | None = None,
                  grade_key: str | None = "behaviours", show_progress: bool = True,
                  executor: Executor | None = None) -> dict[str, Any]:
-    """Run (or resume) ``workload`` into ``out``; returns the summary that was written.
+    """Run (or resume) ``workload`` into ``out``; returns the summary written.
 
-    ``grade``'s result goes into the summary under ``grade_key`` (None: merged into it).
-    ``executor`` None: the workload's own ``execute`` (``LocalExecutor`` unless it has its own).
+    ``grade``'s result goes under ``grade_key`` (None: merged in). ``executor`` None: the workload's own.
     """
     workload.preflight()  # before the directory exists: a bad setting leaves nothing half-made behind
     store = RunStore(Path(out))
@@ -271,14 +238,15 @@ def run_workload(workload: Workload[Any, Any], out: Path, *, resume: bool = Fals
             manifest = store.open(workload.kind)
         else:
             manifest = store.create(workload.kind, workload.config.model_dump(mode="json"))
-        return asyncio.run(_run(workload, store, manifest, resume, grade, grade_key, show_progress, executor))
+        run = Run(store, workload.service(), manifest, resume, show_progress)
+        summary = asyncio.run(_run(workload, run, grade, grade_key, executor))
+        summary = {"kind": workload.kind, "schema_version": SCHEMA_VERSION, "status": "complete", **summary}
+        store.write_json("summary.json", summary)
+        return summary
 
 
-async def _run(workload: Workload[Any, Any], store: RunStore, manifest: Manifest, resume: bool,
-               grade: Grade | None, grade_key: str | None, show_progress: bool,
+async def _run(workload: Workload[Any, Any], run: Run, grade: Grade | None, grade_key: str | None,
                executor: Executor | None) -> dict[str, Any]:
-    models = workload.service()
-    run = Run(store=store, models=models, manifest=manifest, resume=resume, show_progress=show_progress)
     try:
         await workload.setup(run)
         try:
@@ -286,17 +254,12 @@ async def _run(workload: Workload[Any, Any], store: RunStore, manifest: Manifest
         finally:
             await workload.teardown(run)
         summary = workload.summarise(run, executed)
-        if grade is not None:
-            grading = await grade(run)
-            if grading is not None and grade_key is not None:
-                summary[grade_key] = grading
-            elif grading is not None:
-                summary.update(grading)
+        grading = await grade(run) if grade is not None else None
+        if grading is not None:
+            summary.update({grade_key: grading} if grade_key else grading)
+        return summary
     finally:
-        await models.aclose()
-    summary = {"kind": workload.kind, "schema_version": SCHEMA_VERSION, "status": "complete", **summary}
-    store.write_json("summary.json", summary)
-    return summary
+        await run.models.aclose()
 
 
 def exit_code(summary: dict[str, Any]) -> int:

@@ -1,14 +1,9 @@
-"""The model service: every model call of a run goes through one ``Model`` built by one ``ModelService``.
+"""The model service: every model call of a run goes through a ``Model`` from the run's ``ModelService``.
 
-A ``Model`` holds a client, the run's call cache, its limits (concurrency, requests and
-tokens per minute), a timeout and one tenacity retry policy for every attempt (waiting
-exactly as long as a provider's Retry-After says when it says so). ``generate`` returns a
-``Generation``: a call that still fails becomes an error row (DESIGN rule 3) whose
-message names the failure, never the payload.
-
-``ModelService(cache=..., cache_path=...)`` is built once per run from its configuration
-and handed to every room that calls a model (replay, judge, awareness probes, tool
-simulator, agent loop), so ``--no-cache`` and ``cache_path`` hold for every call.
+A ``Model`` is a client plus the run's call cache, limits (concurrency, requests and tokens per
+minute), a timeout and one tenacity policy for every attempt (a provider's Retry-After is waited
+exactly). A call that still fails is an error ``Generation`` (DESIGN rule 3) naming the failure,
+never the payload. One service per run, so ``--no-cache`` and ``cache_path`` hold for every call.
 """
 
 from __future__ import annotations

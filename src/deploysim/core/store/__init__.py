@@ -3,9 +3,6 @@
 from deploysim.core.store.journal import JournalError, JsonlJournal, exclusive_lock
 from deploysim.core.store.manifest import Manifest, RunVersionError, read_config, read_manifest
 from deploysim.core.store.run_dir import (
-    GENERATION_SCHEMA,
-    POINT_SCHEMA,
-    VERDICT_SCHEMA,
     RunDirError,
     RunStore,
     generation_key,
@@ -18,18 +15,15 @@ from deploysim.core.store.tables import GENERATIONS, POINTS, VERDICTS, Table
 
 __all__ = [
     "GENERATIONS",
-    "GENERATION_SCHEMA",
     "JournalError",
     "JsonlJournal",
     "Manifest",
     "POINTS",
-    "POINT_SCHEMA",
     "RunDirError",
     "RunStore",
     "RunVersionError",
     "Table",
     "VERDICTS",
-    "VERDICT_SCHEMA",
     "exclusive_lock",
     "generation_key",
     "read_config",

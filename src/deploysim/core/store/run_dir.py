@@ -32,7 +32,6 @@ from deploysim.core.store.manifest import (
     Manifest,
     RunVersionError,
     new_manifest,
-    read_config,
     read_manifest,
     write_json_atomic,
 )
@@ -46,13 +45,6 @@ from deploysim.core.store.tables import (
     iter_parquet,
     jsonl_batches,
 )
-
-POINT_SCHEMA = POINTS.schema
-GENERATION_SCHEMA = GENERATIONS.schema
-VERDICT_SCHEMA = VERDICTS.schema
-
-__all__ = ["RunDirError", "RunStore", "RunVersionError", "generation_key", "read_config", "read_generations",
-           "read_points", "read_verdicts", "write_verdicts"]
 
 
 @contextmanager
@@ -124,16 +116,9 @@ class RunStore:
             raise RunDirError(f"{self.root} holds a {manifest.kind} run, not a {kind} run")
         return manifest
 
-    def read_config(self) -> dict[str, Any]:
-        return read_config(self.root)
-
     def journal_file(self, name: str, key: str) -> JsonlJournal:
         """The resume journal ``journal/<name>.jsonl`` keyed by ``key``."""
         return JsonlJournal(self.root / "journal" / f"{name}.jsonl", key=key)
-
-    def path(self, name: str) -> Path:
-        """Where a named output of this run lives (for rooms that write their own files in it)."""
-        return self.root / name
 
     def write_rejects(self, rejects: Iterable[Reject]) -> int:
         count = 0
@@ -293,11 +278,8 @@ def read_generations(run_dir: Path) -> Iterator[Generation]:
 
 
 def write_verdicts(run_dir: Path, verdicts: Iterable[Verdict], name: str = "verdicts.parquet") -> int:
-    """Verdicts to ``verdicts.parquet`` in batches (atomic rename); returns the row count."""
     return VERDICTS.write(run_dir, verdicts, name)
 
 
 def read_verdicts(run_dir: Path, name: str = "verdicts.parquet") -> Iterator[Verdict]:
-    run_dir = _checked(run_dir)
-    for row in iter_parquet(run_dir / name):
-        yield VERDICTS.parse(row)
+    return map(VERDICTS.parse, iter_parquet(_checked(run_dir) / name))
