@@ -156,19 +156,19 @@ def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None =
     service), else one built from the run's saved ``cache`` and ``cache_path`` (``cache=False``:
     none read or written, as ``--no-cache``).
     """
+    own = service is None
     if service is None:
         config = read_config(Path(run_dir))  # a run written by a newer deploysim is refused here
         service = ModelService(cache=cache and bool(config.get("cache", True)), cache_path=config.get("cache_path"))
-        return asyncio.run(_graded_then_closed(Path(run_dir), grader_names, judge, service, show_progress))
-    return asyncio.run(grade_run_async(Path(run_dir), grader_names, judge, service, show_progress))
 
+    async def grade() -> dict[str, Any]:
+        try:
+            return await grade_run_async(Path(run_dir), grader_names, judge, service, show_progress)
+        finally:
+            if own:
+                await service.aclose()
 
-async def _graded_then_closed(run_dir: Path, grader_names: list[str] | None, judge: str | None,
-                              service: ModelService, show_progress: bool) -> dict[str, Any]:
-    try:
-        return await grade_run_async(run_dir, grader_names, judge, service, show_progress)
-    finally:
-        await service.aclose()
+    return asyncio.run(grade())
 
 
 async def grade_run_async(run_dir: Path, grader_names: list[str] | None, judge: str | None,
