@@ -274,6 +274,29 @@ def test_cli_run_with_batch_answers_every_point_at_batch_price(provider: str, tm
         assert all(r["cached"] for r in candidate_rows(tmp_path / "again"))
 
 
+def test_a_batched_and_a_live_deployment_in_one_run(tmp_path: Path) -> None:
+    """The executor sends the batched deployment's calls in batches and runs the other live, in one run."""
+    with BatchServer(polls_to_finish=2) as server:
+        config = yaml.safe_load(write_config(tmp_path, f"openai-compatible/echo@{server.openai_base_url}").read_text())
+        config["deployments"].append({"name": "baseline", "model": "instant/echo", "samples": 2})
+        path = tmp_path / "mixed.yaml"
+        path.write_text(yaml.safe_dump(config))
+        out = tmp_path / "run"
+        result = cli("run", "--config", str(path), "--out", str(out), "--no-grade", "--quiet")
+        assert result.exit_code == 0, result.output
+        rows = pq.read_table(out / "generations.parquet").to_pylist()
+        candidate = [r for r in rows if r["deployment"] == "candidate"]
+        baseline = [r for r in rows if r["deployment"] == "baseline"]
+        assert candidate and len(baseline) == 2 * len(candidate)
+        assert not [r for r in rows if r["error"]]
+        assert all(r["text"].startswith("echo: ") for r in candidate)
+        assert all(r["text"].startswith("[instant fake reply") for r in baseline)
+        assert server.requests_received == len({r["text"] for r in candidate})  # only the batched calls, once each
+        summary = orjson.loads((out / "summary.json").read_bytes())
+        assert "batch" in summary["deployments"]["candidate"] and "batch" not in summary["deployments"]["baseline"]
+        assert summary["reconciles"]
+
+
 @pytest.mark.parametrize("model", ["instant/echo", "local/smollm2"])
 def test_batch_on_a_provider_without_a_batch_api_is_a_clear_error(model: str, tmp_path: Path) -> None:
     config = write_config(tmp_path, model, batch=False)
