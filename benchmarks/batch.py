@@ -50,7 +50,7 @@ def make_input(path: Path, n: int) -> None:
 
 def run(config: dict[str, Any], out: Path) -> tuple[float, dict[str, Any]]:
     from deploysim.pipeline.config import validate_config
-    from deploysim.pipeline.engine import run_simulation
+    from deploysim.evaluate.simulate import run_simulation
 
     started = time.perf_counter()
     summary = run_simulation(validate_config(config), out, show_progress=False)

@@ -297,6 +297,28 @@ def test_a_batched_and_a_live_deployment_in_one_run(tmp_path: Path) -> None:
         assert summary["reconciles"]
 
 
+def test_batch_executor_plugs_into_the_lifecycle_seam(tmp_path: Path) -> None:
+    """run_workload(..., executor=BatchExecutor(...)): the lifecycle's Executor seam, no replay-specific code."""
+    from deploysim.core.batching import BatchExecutor
+    from deploysim.core.lifecycle import Executor, run_workload
+    from deploysim.core.models.batch import BatchSettings
+    from deploysim.pipeline.config import load_config
+    from deploysim.pipeline.engine import ReplayWorkload
+
+    with BatchServer(polls_to_finish=2) as server:
+        config = load_config(write_config(tmp_path, f"openai-compatible/echo@{server.openai_base_url}", batch=False))
+        executor = BatchExecutor({"candidate"}, BatchSettings(poll_s=0.05, max_requests=4))
+        assert isinstance(executor, Executor)
+        summary = run_workload(ReplayWorkload(config), tmp_path / "run", show_progress=False, executor=executor)
+        assert summary["reconciles"] and summary["deployments"]["candidate"]["generations_ok"] == summary["points"]
+        assert server.batches_created == -(-server.requests_received // 4)
+        assert executor.stats()["candidate"]["batches_submitted"] == server.batches_created
+        again = BatchExecutor({"candidate"}, BatchSettings(poll_s=0.05))
+        resumed = run_workload(ReplayWorkload(config), tmp_path / "run", resume=True, show_progress=False,
+                               executor=again)
+        assert resumed["resumed_calls_skipped"] == summary["points"] and not again.groups  # nothing planned
+
+
 @pytest.mark.parametrize("model", ["instant/echo", "local/smollm2"])
 def test_batch_on_a_provider_without_a_batch_api_is_a_clear_error(model: str, tmp_path: Path) -> None:
     config = write_config(tmp_path, model, batch=False)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from deploysim.core.lifecycle import Executed, Run, Workload
+from deploysim.core.lifecycle import Executed, LocalExecutor, Run, Workload
 from deploysim.core.models import Model, call_key
 from deploysim.core.models.batch import (
     BatchJournal,
@@ -77,6 +77,45 @@ class _Group:
     runner: BatchRunner | None = None
 
 
+class _LiveItems(Workload[Any, Any]):
+    """The workload as ``LocalExecutor`` sees it: its items minus the batched calls, planned instead."""
+
+    def __init__(self, workload: Workload[Any, Any], executor: BatchExecutor) -> None:
+        super().__init__(workload.config)
+        self.workload = workload
+        self.executor = executor
+        self.planned: set[str] = set()
+        self.wanted: set[str] = set()
+        self.skipped = 0
+        self._done: set[str] = set()
+
+    def done(self, run: Run) -> set[str]:
+        self._done = self.workload.done(run)
+        return self._done
+
+    def items(self, run: Run) -> Iterator[tuple[str, Any]]:
+        for key, item in self.workload.items(run):
+            call = None if key in self._done else self.workload.call(item, run)
+            if call is not None and call.model.name in self.executor.batched:
+                self.planned.add(key)
+                self.executor._plan(key, item, call, run)
+                continue
+            yield key, item
+
+    def concurrency(self) -> int:
+        return self.workload.concurrency()
+
+    async def process(self, item: Any, run: Run) -> dict[str, Any]:
+        return await self.workload.process(item, run)
+
+    def record(self, key: str, row: dict[str, Any], run: Run) -> None:
+        self.workload.record(key, row, run)
+
+    def executed(self, run: Run, wanted: set[str], skipped: int) -> Executed:
+        self.wanted, self.skipped = wanted, skipped  # the real ``executed`` comes once the batches are in
+        return Executed(rows={})
+
+
 class BatchExecutor:
     def __init__(self, batched: set[str], settings: BatchSettings | None = None, *,
                  progress: BatchProgress | None = None, planned: Callable[[], None] | None = None) -> None:
@@ -103,48 +142,17 @@ class BatchExecutor:
         return out
 
     async def execute(self, workload: Workload[Any, Any], run: Run) -> Executed:
-        done = workload.done(run)
-        wanted: set[str] = set()
-        skipped = 0
-        limit = asyncio.Semaphore(max(1, workload.concurrency()))
-        live: set[asyncio.Task[None]] = set()
-
-        async def one(key: str, item: Any) -> None:
-            try:
-                row = await workload.process(item, run)
-            finally:
-                limit.release()
-            workload.record(key, row, run)
-
+        live = _LiveItems(workload, self)
         try:
-            try:
-                for key, item in workload.items(run):
-                    wanted.add(key)
-                    if key in done:
-                        skipped += 1
-                        continue
-                    call = workload.call(item, run)
-                    if call is not None and call.model.name in self.batched:
-                        self._plan(key, item, call, run)
-                        await asyncio.sleep(0)  # live calls in flight keep moving
-                        continue
-                    await limit.acquire()
-                    task = asyncio.create_task(one(key, item))
-                    live.add(task)
-                    task.add_done_callback(live.discard)
-                await asyncio.gather(*live)
-                if self.planned is not None:
-                    self.planned()
-                await asyncio.gather(*(self._send(group, workload, run) for group in self.groups.values()))
-            except BaseException:
-                for task in live:
-                    task.cancel()
-                raise
+            await LocalExecutor().execute(live, run)  # the live items; the batched ones are planned on the way
+            if self.planned is not None:
+                self.planned()
+            await asyncio.gather(*(self._send(group, workload, run) for group in self.groups.values()))
         finally:
             for group in self.groups.values():  # rebuilt by a resume: nothing to keep
                 group.requests.close()
                 group.items.close()
-        return workload.executed(run, wanted, skipped)
+        return workload.executed(run, live.wanted | live.planned, live.skipped)
 
     def _group(self, model: Model, run: Run) -> _Group:
         group = self.groups.get(model.name)
