@@ -257,6 +257,7 @@ def test_cli_run_with_batch_answers_every_point_at_batch_price(provider: str, tm
         points = len(rows)
         assert points >= 10 and not [r for r in rows if r["error"]]
         assert all(r["text"].startswith("echo: ") for r in rows)
+        assert all(r["latency_s"] > 0 for r in rows)  # submission to results, not zero
         distinct = server.requests_received
         assert server.batches_created == -(-distinct // 5)  # split at the injected limit of 5
         summary = orjson.loads((out / "summary.json").read_bytes())

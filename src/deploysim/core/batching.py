@@ -200,6 +200,7 @@ class BatchExecutor:
                     generation = Generation(**base, text=output.text, tool_calls=output.tool_calls,
                                             finish_reason=output.finish_reason, usage=output.usage,
                                             attempts=0 if cached else 1, cached=cached,
+                                            latency_s=0.0 if cached else round(result.latency_s, 4),
                                             prompt_truncated=output.prompt_truncated)
                 else:
                     stats.errors += 1

@@ -108,6 +108,8 @@ class BatchResult:
     error: str | None = None
     #: expired or cancelled before it ran: may be resubmitted
     undone: bool = False
+    #: seconds from the batch's submission to its results
+    latency_s: float = 0.0
 
 
 class BatchAPIError(RuntimeError):
@@ -295,7 +297,9 @@ class BatchJournal:
         self.path = Path(path)
 
     def _append(self, entry: dict[str, Any]) -> None:
-        entry["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = time.time()
+        entry["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        entry["t"] = now
         with open(self.path, "ab") as f:
             f.write(orjson.dumps(entry) + b"\n")
             f.flush()
@@ -310,14 +314,14 @@ class BatchJournal:
     def rejected(self, label: str, reason: str, count: int) -> None:
         self._append({"event": "rejected", "deployment": label, "reason": reason, "requests": count})
 
-    def in_flight(self, label: str) -> list[tuple[str, list[str]]]:
+    def in_flight(self, label: str) -> list[tuple[str, list[str], float]]:
         """Batches of ``label`` submitted and not yet collected, newest first (a torn last line is skipped).
 
         Newest first: a resubmission claims its requests before the batch it replaced.
         """
         if not self.path.exists():
             return []
-        open_batches: dict[str, list[str]] = {}
+        open_batches: dict[str, tuple[list[str], float]] = {}
         with open(self.path, "rb") as f:
             for raw in f:
                 try:
@@ -327,10 +331,10 @@ class BatchJournal:
                 if entry.get("deployment") != label:
                     continue
                 if entry.get("event") == "submitted":
-                    open_batches[entry["batch_id"]] = entry["custom_ids"]
+                    open_batches[entry["batch_id"]] = (entry["custom_ids"], entry.get("t", time.time()))
                 elif entry.get("event") == "collected":
                     open_batches.pop(entry["batch_id"], None)
-        return list(reversed(open_batches.items()))
+        return [(batch_id, ids, t) for batch_id, (ids, t) in reversed(open_batches.items())]
 
 
 # -- planning and running --------------------------------------------------------------------------
@@ -446,6 +450,7 @@ class BatchRunner:
         self.on_status = on_status or (lambda text: None)
         self.stats = BatchStats()
         self._states: dict[str, BatchStatus] = {}
+        self._submitted_at: dict[str, float] = {}
 
     async def run(self, requests: Spool, on_result: ResultSink,
                   flush: Callable[[], None] = lambda: None) -> BatchStats:
@@ -461,7 +466,8 @@ class BatchRunner:
                     on_result(BatchResult(custom_id, output=hit), True)
             flush()
         follow: list[tuple[str, list[str], int]] = []
-        for batch_id, custom_ids in self.journal.in_flight(self.label):
+        for batch_id, custom_ids, submitted_at in self.journal.in_flight(self.label):
+            self._submitted_at[batch_id] = submitted_at
             mine = [c for c in custom_ids if c in pending]
             for custom_id in mine:
                 del pending[custom_id]
@@ -511,6 +517,7 @@ class BatchRunner:
             except BatchRejectedError as exc:
                 self._rejected(ids, str(exc))
                 continue
+            self._submitted_at[batch_id] = time.time()
             self.journal.submitted(self.label, batch_id, ids)
             self.stats.batches_submitted += 1
             out.append((batch_id, ids, attempt))
@@ -552,6 +559,7 @@ class BatchRunner:
             if result.undone:
                 undone[result.custom_id] = result.error or "batch_expired"
                 continue
+            result.latency_s = time.time() - self._submitted_at.get(batch_id, time.time())
             if result.output is not None and self.cache is not None:
                 self.cache.put(result.custom_id, result.output)
             self._sink(result, False)
