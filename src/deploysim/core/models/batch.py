@@ -44,6 +44,7 @@ BATCH_PROVIDERS = ("openai", "openai-compatible", "anthropic")
 BATCH_DISCOUNT = 0.5
 
 REASON_CHARS = 300
+MAX_REASONS = 20
 
 
 class BatchUnsupportedError(ModelIdError):
@@ -527,7 +528,8 @@ class BatchRunner:
         """A batch the provider refused: one error per request, with its reason (retried on --resume)."""
         self.stats.batches_rejected += 1
         self.stats.requests_rejected += len(custom_ids)
-        self.stats.rejections.append(reason)
+        if len(self.stats.rejections) < MAX_REASONS:  # the summary lists the first few; all are counted
+            self.stats.rejections.append(reason)
         self.journal.rejected(self.label, reason, len(custom_ids))
         for custom_id in custom_ids:
             self._sink(BatchResult(custom_id, error=f"batch rejected by provider: {reason}"), False)
