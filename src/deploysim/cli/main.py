@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deploysim.cli._common import (
@@ -128,6 +129,9 @@ def _deployment(name: str, model: str, prompt: str | None, policy: str, opts: di
 @click.option("--no-presidio", is_flag=True, help="Built-in recognizers only (no names/places via Presidio).")
 @click.option("--gate", "gate_policy", type=click.Path(), help="Gate the finished run on this policy YAML.")
 @click.option("--no-grade", is_flag=True, help="Do not grade the replies (default: the offline grader set).")
+@click.option("--batch", is_flag=True,
+              help="Send every deployment's calls through its provider's batch API (openai/, openai-compatible/, "
+                   "anthropic/): half price, results within 24 h; --resume re-attaches to batches in flight.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(**opts: Any) -> None:
     """Replay logged conversations against deployments into a run directory, then grade the replies.
@@ -138,6 +142,7 @@ def run(**opts: Any) -> None:
     out: Path | None = None
     try:  # before the main try: its except clauses name these classes (a Ctrl-C here left them unbound)
         from deploysim.core.lifecycle import RunLockedError, exit_code
+        from deploysim.core.models.batch import BatchAPIError
         from deploysim.core.store import JournalError, RunDirError, read_manifest
         from deploysim.evaluate.simulate import run_simulation
         from deploysim.pipeline.privacy import PrivacyError
@@ -148,9 +153,15 @@ def run(**opts: Any) -> None:
             out = Path(resume_dir)
             if read_manifest(out).kind != "chat":  # a newer schema or another kind is refused, never misread
                 raise CliError(f"{out}: not a chat run; resume it with its own command")
+            if opts["batch"]:
+                raise CliError(f"--resume finishes {out} as its config.yaml says (batch: true is recorded there); "
+                               "drop --batch")
             config = load_config(out / "config.yaml")
         else:
             config = _config_from_options(opts)
+            if opts["batch"]:
+                for deployment in config.deployments:
+                    deployment.batch = True
             if not opts["out"]:
                 raise CliError("--out DIR is required (or use --resume DIR)")
             out = Path(opts["out"])
@@ -159,6 +170,8 @@ def run(**opts: Any) -> None:
         summary = run_simulation(config, out, resume=bool(resume_dir), show_progress=not opts["quiet"])
     except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, RunDirError, PrivacyError) as exc:
         raise CliError(str(exc)) from None
+    except BatchAPIError as exc:  # the batches stay journaled: a resume re-attaches to them
+        raise CliError(f"{exc}. {_resume_hint(out)}") from None
     except JournalError as exc:  # a full or read-only disk: nothing more was sent once it failed
         hint = _resume_hint(out, "free space or fix permissions")
         raise CliError(f"{exc.strerror}; stopped before sending more calls. {hint}") from None
@@ -252,6 +265,20 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
                       f"{p50:.2f}s" if p50 is not None else "-")
     out_console = output_console()
     out_console.print(table)
+    for name, d in summary["deployments"].items():
+        if "cost_usd" in d:
+            out_console.print(f"{name}: cost ${d['cost_usd']:.4f} at {'batch' if 'batch' in d else 'live'} price "
+                              f"(live ${d['cost_usd_live_price']:.4f}, batch ${d['cost_usd_batch_price']:.4f})",
+                              highlight=False)
+        if "batch" in d:
+            b = d["batch"]
+            line = (f"{name}: batch API: {b['requests']} requests, {b['served_from_cache']} from cache, "
+                    f"{b['batches_submitted']} batch(es) submitted, {b['batches_reattached']} re-attached, "
+                    f"{b['requests_resubmitted']} resubmitted")
+            if b["batches_rejected"]:
+                line += f"; [red]{b['batches_rejected']} rejected ({b['requests_rejected']} requests):[/red] " + \
+                    escape("; ".join(b["rejections"][:3]))
+            out_console.print(line, highlight=False)
     read = summary["records_read"]
     sampled = f", sampled {summary['records_sampled']}" if summary["records_sampled"] is not None else ""
     out_console.print(

@@ -163,6 +163,11 @@ class Deployment(_Model):
     timeout_s: float = 120.0
     max_retries: int = 4
     samples: int = 1
+    #: Send this deployment's calls through the provider's batch API (half price, within 24 h).
+    batch: bool = False
+    #: List prices in USD per million tokens, for the summary's cost (batched calls at the batch discount).
+    price_input_per_mtok: float | None = Field(default=None, ge=0)
+    price_output_per_mtok: float | None = Field(default=None, ge=0)
 
     @field_serializer("model")
     def _model_without_credentials(self, model: str) -> str:

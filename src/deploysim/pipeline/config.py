@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from deploysim.pipeline.replay import TurnChoice
+from deploysim.core.models.batch import BatchSettings
 from deploysim.core.schema import Deployment
 from deploysim.pipeline.sources import DEFAULT_MAX_MESSAGE_CHARS
 
@@ -36,6 +37,7 @@ class SimConfig(BaseModel):
     graders: list[str] | None = None
     #: Model id for LLM-judge graders.
     judge: str | None = None
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @model_validator(mode="after")
     def _unique_names(self) -> SimConfig:

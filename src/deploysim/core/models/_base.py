@@ -24,6 +24,10 @@ from deploysim.core.schema import (
 )
 
 
+#: HTTP statuses worth another try (rate limits, overload, server errors)
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
+
+
 @dataclass
 class ModelOutput:
     text: str | None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput, missing_extra
-from deploysim.core.models.openai_api import RETRYABLE_STATUS, retry_after_seconds
+from deploysim.core.models._base import RETRYABLE_STATUS, ModelCallError, ModelIdError, ModelOutput, missing_extra
+from deploysim.core.models.openai_api import retry_after_seconds
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
 
 
@@ -60,9 +60,9 @@ class AnthropicModel:
     def cache_identity(self) -> dict[str, Any]:
         return {"provider": "anthropic", "model": self.model, "base_url": os.environ.get("ANTHROPIC_BASE_URL")}
 
-    async def generate(
-        self, messages: list[Message], params: GenerationParams, tools: list[dict[str, Any]]
-    ) -> ModelOutput:
+    def request_body(self, messages: list[Message], params: GenerationParams,
+                     tools: list[dict[str, Any]]) -> dict[str, Any]:
+        """The Messages API request (also one request's ``params`` in a message batch)."""
         system, converted = to_anthropic(messages)
         kwargs: dict[str, Any] = {"model": self.model, "messages": converted, "max_tokens": params.max_tokens,
                                   "temperature": params.temperature}
@@ -74,9 +74,14 @@ class AnthropicModel:
             kwargs["tools"] = to_anthropic_tools(tools)
             if params.tool_choice is not None:  # Anthropic says "any" for OpenAI's "required"
                 kwargs["tool_choice"] = {"type": {"required": "any"}.get(params.tool_choice, params.tool_choice)}
+        return kwargs
+
+    async def generate(
+        self, messages: list[Message], params: GenerationParams, tools: list[dict[str, Any]]
+    ) -> ModelOutput:
         sdk = self._sdk
         try:
-            response = await self._client.messages.create(**kwargs)
+            response = await self._client.messages.create(**self.request_body(messages, params, tools))
         except sdk.APIStatusError as exc:
             raise ModelCallError(f"HTTP {exc.status_code} from provider ({type(exc).__name__})",
                                  retryable=exc.status_code in RETRYABLE_STATUS,
@@ -84,18 +89,29 @@ class AnthropicModel:
                                  status=exc.status_code) from None
         except (sdk.APITimeoutError, sdk.APIConnectionError) as exc:
             raise ModelCallError(f"{type(exc).__name__}: no answer from provider", retryable=True) from None
-        texts = [b.text for b in response.content if b.type == "text"]
-        calls = [ToolCall(id=b.id, name=b.name, arguments=_json(b.input)) for b in response.content
-                 if b.type == "tool_use"]
-        return ModelOutput(
-            text="".join(texts) if texts else None,
-            tool_calls=calls,
-            finish_reason=response.stop_reason,
-            usage=Usage(prompt_tokens=response.usage.input_tokens, completion_tokens=response.usage.output_tokens),
-        )
+        return output_from_message(response)
+
+    def batch_api(self) -> Any:
+        """The Message Batches API (``client.messages.batches``, anthropic >= 0.41; core/models/batch.py)."""
+        from deploysim.core.models.batch import AnthropicBatchAPI
+
+        return AnthropicBatchAPI(self._client, output_from_message)
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def output_from_message(response: Any) -> ModelOutput:
+    """An Anthropic Message (from ``messages.create`` or a batch result) as a ModelOutput."""
+    texts = [b.text for b in response.content if b.type == "text"]
+    calls = [ToolCall(id=b.id, name=b.name, arguments=_json(b.input)) for b in response.content
+             if b.type == "tool_use"]
+    return ModelOutput(
+        text="".join(texts) if texts else None,
+        tool_calls=calls,
+        finish_reason=response.stop_reason,
+        usage=Usage(prompt_tokens=response.usage.input_tokens, completion_tokens=response.usage.output_tokens),
+    )
 
 
 def _json(value: Any) -> str:

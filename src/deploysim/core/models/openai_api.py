@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from deploysim.core.models._base import ModelCallError, ModelIdError, ModelOutput
+from deploysim.core.models._base import RETRYABLE_STATUS, ModelCallError, ModelIdError, ModelOutput
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage, redact_credentials
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 529}
 
 
 def to_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
@@ -27,6 +26,36 @@ def to_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
             item["name"] = m.name
         out.append(item)
     return out
+
+
+def output_from_completion(response: Any) -> ModelOutput:
+    """A ChatCompletion (the SDK's object, or a batch result's body validated into one) as a ModelOutput."""
+    if not getattr(response, "choices", None):
+        raise ValueError("response has no choices")
+    choice = response.choices[0]
+    message = choice.message
+    calls = [
+        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+        for c in (message.tool_calls or [])
+        if getattr(c, "function", None) is not None
+    ]
+    usage = response.usage
+    return ModelOutput(
+        text=message.content,
+        tool_calls=calls,
+        finish_reason=choice.finish_reason,
+        usage=Usage(
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+        ),
+    )
+
+
+def output_from_completion_body(body: dict[str, Any]) -> ModelOutput:
+    """A chat-completion response body (one line of a batch's output file) as a ModelOutput."""
+    from openai.types.chat import ChatCompletion
+
+    return output_from_completion(ChatCompletion.model_validate(body))
 
 
 def retry_after_seconds(headers: Any) -> float | None:
@@ -84,9 +113,9 @@ class OpenAICompatibleModel:
         base_url = redact_credentials(self.base_url) if self.base_url else None
         return {"provider": self.provider, "model": self.model, "base_url": base_url}
 
-    async def generate(
-        self, messages: list[Message], params: GenerationParams, tools: list[dict[str, Any]]
-    ) -> ModelOutput:
+    def request_body(self, messages: list[Message], params: GenerationParams,
+                     tools: list[dict[str, Any]]) -> dict[str, Any]:
+        """The chat-completions request body (also one line's ``body`` in a batch file)."""
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": to_openai_messages(messages),
@@ -105,31 +134,24 @@ class OpenAICompatibleModel:
             kwargs["tools"] = tools
             if params.tool_choice is not None:
                 kwargs["tool_choice"] = params.tool_choice
+        return kwargs
+
+    async def generate(
+        self, messages: list[Message], params: GenerationParams, tools: list[dict[str, Any]]
+    ) -> ModelOutput:
         try:
-            response = await self._client.chat.completions.create(**kwargs)
-            if not getattr(response, "choices", None):
-                raise ValueError("response has no choices")
-            choice = response.choices[0]
+            response = await self._client.chat.completions.create(**self.request_body(messages, params, tools))
+            return output_from_completion(response)
         except ModelCallError:
             raise
         except Exception as exc:
             raise classify_openai_error(exc) from None
-        message = choice.message
-        calls = [
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-            for c in (message.tool_calls or [])
-            if getattr(c, "function", None) is not None
-        ]
-        usage = response.usage
-        return ModelOutput(
-            text=message.content,
-            tool_calls=calls,
-            finish_reason=choice.finish_reason,
-            usage=Usage(
-                prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-                completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            ),
-        )
+
+    def batch_api(self) -> Any:
+        """This endpoint's files + batches API (core/models/batch.py)."""
+        from deploysim.core.models.batch import OpenAIBatchAPI
+
+        return OpenAIBatchAPI(self._client, output_from_completion_body)
 
     async def target_logprobs(self, messages: list[Message], targets: list[str]) -> list[float]:
         """log P(reply starts with each target); one completions request per target (see ``target_logprob``)."""

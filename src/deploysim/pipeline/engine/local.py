@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from deploysim.core.lifecycle import Call, Executed, Run, Workload
 from deploysim.core.models import Model, check_model_id
+from deploysim.core.models.batch import check_batch
 from deploysim.core.schema import LOGGED, Deployment, Generation, GenerationParams, Record, Reject, ReplayPoint
 from deploysim.core.store import GENERATIONS, JournalError, RunStore, generation_key
 from deploysim.pipeline.config import SimConfig
@@ -23,6 +24,9 @@ from deploysim.pipeline.engine.summary import InputCounts, build_summary
 from deploysim.pipeline.replay import deidentify_record, prepare_points
 from deploysim.pipeline.sampling import UniformSample
 from deploysim.pipeline.sources import SkippedInputs, iter_inputs
+
+if TYPE_CHECKING:
+    from deploysim.core.batching import BatchExecutor
 
 _DONE = None
 T = TypeVar("T")
@@ -62,6 +66,8 @@ class ReplayWorkload(Workload[SimConfig, Job]):
         self._flush_pending = False
         #: the first write that failed (a full disk): nothing more is sent once it is set
         self.failure: JournalError | None = None
+        #: set when some deployment is batched (``batch: true``): its batches' counts go in the summary
+        self.batch_executor: BatchExecutor | None = None
 
     def preflight(self) -> None:
         """What can be checked without sending anything: privacy settings and model ids (cheap)."""
@@ -70,6 +76,8 @@ class ReplayWorkload(Workload[SimConfig, Job]):
         parse_privacy_config(self.config.privacy)
         for deployment in self.config.deployments:
             check_model_id(deployment.model)
+            if deployment.batch:
+                check_batch(deployment.model, deployment.name)
         if self.config.judge:
             check_model_id(self.config.judge)
 
@@ -187,12 +195,22 @@ class ReplayWorkload(Workload[SimConfig, Job]):
         self.store.write_parquet()
         summary = build_summary(run.root, self.config, self.counts, self.models, run.started, executed.skipped)
         summary["inputs_skipped"] = self.skipped.by_reason
+        if self.batch_executor is not None:
+            for name, stats in self.batch_executor.stats().items():
+                summary["deployments"][name]["batch"] = stats
         return summary
+
+    def concurrency(self) -> int:
+        """Calls in flight at once under a generic executor (each deployment's Model also limits its own)."""
+        return sum(max(1, d.concurrency) for d in self.config.deployments)
 
     # -- its own executor: bounded per-deployment queues (backpressure), workers per concurrency ----
 
     async def execute(self, run: Run) -> Executed:
         config, models = self.config, self.models
+        batched = {d.name for d in config.deployments if d.batch}
+        if batched:  # ``batch: true`` (``run --batch``): those calls go through the provider's batch API
+            return await self._execute_batched(run, batched)
         done = self.done(run)
         queues: dict[str, asyncio.Queue[Job | None]] = {
             name: asyncio.Queue(maxsize=config.queue_size) for name in models
@@ -217,6 +235,19 @@ class ReplayWorkload(Workload[SimConfig, Job]):
                     task.cancel()
                 raise
         return Executed(rows={}, skipped=self.skipped_done, wanted=self.counts.points)
+
+    async def _execute_batched(self, run: Run, batched: set[str]) -> Executed:
+        from deploysim.core.batching import BatchExecutor
+
+        progress = RunProgress(self.models, enabled=run.show_progress)
+
+        def planned() -> None:
+            progress.set_totals({d.name: self.counts.points * d.samples for d in self.config.deployments})
+
+        self.batch_executor = BatchExecutor(batched, self.config.batch, progress=progress, planned=planned)
+        with progress:
+            executed = await self.batch_executor.execute(self, run)
+        return Executed(rows={}, skipped=executed.skipped, wanted=self.counts.points)
 
     async def _produce(self, run: Run, queues: dict[str, asyncio.Queue[Any]], done: set[str],
                        progress: RunProgress) -> None:

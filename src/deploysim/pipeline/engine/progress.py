@@ -66,6 +66,11 @@ class RunProgress(AbstractContextManager["RunProgress"]):
     def advance(self, name: str, skipped: bool = False) -> None:
         self.done[name] += 1
 
+    def describe(self, name: str, text: str) -> None:
+        """Replace a deployment's label (a batched one shows its batches' state)."""
+        if self._progress is not None and name in self._tasks:
+            self._progress.update(self._tasks[name], description=text)
+
     def set_totals(self, totals: dict[str, int]) -> None:
         self.totals.update(totals)
 

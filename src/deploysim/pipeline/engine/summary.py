@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from deploysim.core.models import Model
-from deploysim.core.schema import LOGGED, redact_credentials
+from deploysim.core.schema import LOGGED, Deployment, redact_credentials
 from deploysim.core.store import GENERATIONS
 
 if TYPE_CHECKING:
@@ -60,6 +60,18 @@ def _quantile(parts: list[np.ndarray], q: float) -> float | None:
     return round(float(np.quantile(values, q)), 4) if values.size else None
 
 
+def _cost(deployment: Deployment, tally: _Tally) -> dict[str, Any]:
+    """The replies' cost in USD at the deployment's list prices and, when batched, at the batch price."""
+    if deployment.price_input_per_mtok is None and deployment.price_output_per_mtok is None:
+        return {}
+    from deploysim.core.models.batch import BATCH_DISCOUNT
+
+    live = (tally.prompt_tokens * (deployment.price_input_per_mtok or 0.0)
+            + tally.completion_tokens * (deployment.price_output_per_mtok or 0.0)) / 1e6
+    cost = {"cost_usd_live_price": round(live, 6), "cost_usd_batch_price": round(live * BATCH_DISCOUNT, 6)}
+    return {"cost_usd": cost["cost_usd_batch_price"] if deployment.batch else cost["cost_usd_live_price"], **cost}
+
+
 @dataclass
 class InputCounts:
     records_read: int = 0
@@ -90,6 +102,7 @@ def build_summary(root: Path, config: SimConfig, counts: InputCounts, models: di
             "completion_tokens": tally.completion_tokens,
             "latency_p50_s": _quantile(tally.latencies, 0.5),
             "latency_p95_s": _quantile(tally.latencies, 0.95),
+            **_cost(deployment, tally),
             "this_attempt": {
                 "calls_sent": stats.calls,
                 "retries": stats.retries,
