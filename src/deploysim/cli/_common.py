@@ -26,8 +26,11 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: IO[Any] | None = None) -> None:
-        # soft_wrap: paths and the resume command stay on one line, whole, to copy
-        Console(stderr=True, file=file, soft_wrap=True).print(f"[red]error:[/red] {self.format_message()}",
+        from rich.markup import escape
+
+        # soft_wrap: paths and the resume command stay on one line, whole, to copy; escaped: an install
+        # hint's "deploysim[ray]" is text, not rich markup
+        Console(stderr=True, file=file, soft_wrap=True).print(f"[red]error:[/red] {escape(self.format_message())}",
                                                              highlight=False)
 
 

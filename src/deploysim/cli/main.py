@@ -132,6 +132,9 @@ def _deployment(name: str, model: str, prompt: str | None, policy: str, opts: di
 @click.option("--batch", is_flag=True,
               help="Send every deployment's calls through its provider's batch API (openai/, openai-compatible/, "
                    "anthropic/): half price, results within 24 h; --resume re-attaches to batches in flight.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="Where the pipeline runs: local asyncio (default) or Ray Data (the [ray] extra; docs/ray.md).")
+@click.option("--ray-address", help="Ray cluster to run on (ray://host:10001, host:6379, auto); implies --engine ray.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run(**opts: Any) -> None:
     """Replay logged conversations against deployments into a run directory, then grade the replies.
@@ -145,6 +148,7 @@ def run(**opts: Any) -> None:
         from deploysim.core.models.batch import BatchAPIError
         from deploysim.core.store import JournalError, RunDirError, read_manifest
         from deploysim.evaluate.simulate import run_simulation
+        from deploysim.pipeline.engine.ray import RayClusterError
         from deploysim.pipeline.privacy import PrivacyError
     except KeyboardInterrupt:
         raise CliError(f"interrupted. {_resume_hint(None)}", EXIT_INTERRUPTED) from None
@@ -156,7 +160,7 @@ def run(**opts: Any) -> None:
             if opts["batch"]:
                 raise CliError(f"--resume finishes {out} as its config.yaml says (batch: true is recorded there); "
                                "drop --batch")
-            config = load_config(out / "config.yaml")
+            config = _apply_engine_options(load_config(out / "config.yaml"), opts)
         else:
             config = _config_from_options(opts)
             if opts["batch"]:
@@ -168,7 +172,8 @@ def run(**opts: Any) -> None:
             if (out / "config.yaml").exists():
                 raise CliError(f"{out} already holds a run; use --resume {out} to finish it, or pick another --out")
         summary = run_simulation(config, out, resume=bool(resume_dir), show_progress=not opts["quiet"])
-    except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, RunDirError, PrivacyError) as exc:
+    except (ConfigError, SourceError, ModelIdError, ImportError, RunLockedError, RunDirError, PrivacyError,
+            RayClusterError) as exc:
         raise CliError(str(exc)) from None
     except BatchAPIError as exc:  # the batches stay journaled: a resume re-attaches to them
         raise CliError(f"{exc}. {_resume_hint(out)}") from None
@@ -213,7 +218,7 @@ def _config_from_options(opts: dict[str, Any]) -> SimConfig:
             config.graders = None
         elif config.graders is None:
             config.graders = _default_graders()
-        return config
+        return _apply_engine_options(config, opts)
     if not opts["data"]:
         raise CliError("--data PATH is required (or --config sim.yaml)")
     if not opts["candidate"]:
@@ -236,7 +241,17 @@ def _config_from_options(opts: dict[str, Any]) -> SimConfig:
         "privacy": _apply_privacy_options({"mode": "surrogate"}, opts),
         "graders": None if opts["no_grade"] else _default_graders(),
     }
-    return validate_config(raw, "options")
+    return _apply_engine_options(validate_config(raw, "options"), opts)
+
+
+def _apply_engine_options(config: SimConfig, opts: dict[str, Any]) -> SimConfig:
+    if opts["engine"]:
+        config.engine = opts["engine"]
+    if opts["ray_address"]:
+        if opts["engine"] == "local":
+            raise CliError("--ray-address runs on a Ray cluster: it cannot go with --engine local")
+        config.engine, config.ray_address = "ray", opts["ray_address"]
+    return config
 
 
 def _default_graders() -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -38,6 +38,10 @@ class SimConfig(BaseModel):
     #: Model id for LLM-judge graders.
     judge: str | None = None
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    #: ``local`` (the asyncio pipeline) or ``ray`` (Ray Data operators, the ``[ray]`` extra; docs/ray.md).
+    engine: Literal["local", "ray"] = "local"
+    #: The Ray cluster to join (``ray://host:10001``, ``host:6379`` or ``auto``); None = a local Ray.
+    ray_address: str | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> SimConfig:

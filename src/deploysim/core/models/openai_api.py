@@ -93,6 +93,30 @@ def classify_openai_error(exc: Exception) -> ModelCallError:
     return ModelCallError(f"{type(exc).__name__} calling provider", retryable=False)
 
 
+def chat_request(model: str, messages: list[Message], params: GenerationParams,
+                 tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The body of one chat-completions request (the SDK's keyword arguments, or raw JSON for an HTTP stage)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": to_openai_messages(messages),
+        "temperature": params.temperature,
+        "max_tokens": params.max_tokens,
+    }
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if params.stop:
+        body["stop"] = params.stop
+    if params.top_p is not None:
+        body["top_p"] = params.top_p
+    if params.response_format is not None:
+        body["response_format"] = params.response_format
+    if tools:
+        body["tools"] = tools
+        if params.tool_choice is not None:
+            body["tool_choice"] = params.tool_choice
+    return body
+
+
 class OpenAICompatibleModel:
     #: The ``response_format`` form tried first by structured-output callers (the judge).
     structured_output = "json_schema"
@@ -101,6 +125,7 @@ class OpenAICompatibleModel:
         self.model = model
         self.base_url = base_url
         self.provider = provider
+        self._api_key = api_key
         #: recorded forms (ids, cache identity) never hold credentials from the base URL
         self.model_id = redact_credentials(
             f"{provider}/{model}" + (f"@{base_url}" if provider == "openai-compatible" else ""))
@@ -109,6 +134,13 @@ class OpenAICompatibleModel:
         # Retries are the engine's (uniform across providers, counted, honouring Retry-After).
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0)
 
+    def http_target(self) -> tuple[str, dict[str, str]]:
+        """The chat-completions URL and request headers (with the API key: never log them), for an
+        engine that sends the requests itself (the Ray engine's HTTP stage)."""
+        base = self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        return base.rstrip("/") + "/chat/completions", headers
+
     def cache_identity(self) -> dict[str, Any]:
         base_url = redact_credentials(self.base_url) if self.base_url else None
         return {"provider": self.provider, "model": self.model, "base_url": base_url}
@@ -116,25 +148,7 @@ class OpenAICompatibleModel:
     def request_body(self, messages: list[Message], params: GenerationParams,
                      tools: list[dict[str, Any]]) -> dict[str, Any]:
         """The chat-completions request body (also one line's ``body`` in a batch file)."""
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "messages": to_openai_messages(messages),
-            "temperature": params.temperature,
-            "max_tokens": params.max_tokens,
-        }
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
-        if params.stop:
-            kwargs["stop"] = params.stop
-        if params.top_p is not None:
-            kwargs["top_p"] = params.top_p
-        if params.response_format is not None:
-            kwargs["response_format"] = params.response_format
-        if tools:
-            kwargs["tools"] = tools
-            if params.tool_choice is not None:
-                kwargs["tool_choice"] = params.tool_choice
-        return kwargs
+        return chat_request(self.model, messages, params, tools)
 
     async def generate(
         self, messages: list[Message], params: GenerationParams, tools: list[dict[str, Any]]

@@ -112,9 +112,13 @@ def _count_ok(run_dir: Path) -> tuple[int, int]:
     return table.num_rows - errors, errors
 
 
-async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: set[str],
-                       journal: JsonlJournal) -> int:
-    written = 0
+async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: set[str]) -> list[list[Verdict]]:
+    """Each grader's verdicts on the items of ``batch`` not in ``done``, one list per grader that had work.
+
+    A grader that fails gives error verdicts (``flagged=None``): recorded, never fatal (rule 3).
+    Shared by ``grade_items`` and the Ray engine's grading stage (replies graded as they stream).
+    """
+    out: list[list[Verdict]] = []
     for g in graders:
         todo = [it for it in batch if _item_key(it.point_id, it.deployment, it.sample_index, g.name,
                                                  str(g.version)) not in done]
@@ -127,10 +131,22 @@ async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: 
         except Exception as exc:  # a broken grader is recorded, not fatal (rule 3)
             message = f"grader {g.name} failed: {type(exc).__name__}: {exc}"[:500]
             results = [[Decision(b, None, error=message) for b in g.behaviours] for _ in todo]
-        for item, decisions in zip(todo, results, strict=True):
-            for verdict in to_verdicts(g, item, decisions):
-                journal.append(verdict.model_dump(mode="json"), flush=False)
-                written += 1
+        out.append([v for item, decisions in zip(todo, results, strict=True) for v in to_verdicts(g, item, decisions)])
+    return out
+
+
+def done_verdicts(run_dir: Path) -> set[str]:
+    """The (reply, grader, version) keys ``run_dir``'s verdict journal holds without error."""
+    return _done_keys(RunStore(run_dir).journal_file("verdicts", key="point_id"))
+
+
+async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: set[str],
+                       journal: JsonlJournal) -> int:
+    written = 0
+    for verdicts in await verdicts_for(graders, batch, done):
+        for verdict in verdicts:
+            journal.append(verdict.model_dump(mode="json"), flush=False)
+            written += 1
         journal.flush()
     return written
 

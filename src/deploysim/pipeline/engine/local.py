@@ -198,6 +198,7 @@ class ReplayWorkload(Workload[SimConfig, Job]):
         if self.batch_executor is not None:
             for name, stats in self.batch_executor.stats().items():
                 summary["deployments"][name]["batch"] = stats
+        summary["engine"] = self.config.engine
         return summary
 
     def concurrency(self) -> int:

@@ -47,6 +47,8 @@ __all__ = [
     "SourceError",
     "check_paths",
     "detect_format",
+    "input_files",
+    "iter_file",
     "iter_inputs",
     "iter_records",
     "native_row",
@@ -175,24 +177,38 @@ def iter_inputs(
     skipped: SkippedInputs | None = None,
 ) -> Iterator[Record | Reject]:
     """Every record (or reject) of every file, in order, in constant memory."""
+    for path, name, origin in input_files(paths, format):
+        yield from iter_file(path, name, origin, max_message_chars, skipped)
+
+
+def input_files(paths: Iterable[str | Path], format: str = "auto") -> list[tuple[Path, str, str]]:
+    """(file, format, origin) for each input file, in order: what ``iter_file`` reads one file by (a
+    distributed engine reads the files in parallel and still gives every record the same origin)."""
     if format not in FORMATS:
         raise SourceError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     seen: dict[Path, int] = {}
     files = list(check_paths(paths))
+    plan = []
     for path in files:
         name = detect_format(path) if format == "auto" else format
-        chosen = parser(name)
         # The same file given twice is read twice: its records get a distinct origin (and point ids).
         copy = seen[path.resolve()] = seen.get(path.resolve(), -1) + 1
         label = origin_label(path, files)
-        origin = f"{label}#{copy}" if copy else label
-        reader = getattr(chosen, "iter_values", None) or iter_raw
-        for raw in _guarded(reader(path), path):
-            if isinstance(raw, RawError):
-                yield Reject(source_file=str(path), line=raw.location, member=raw.member, field=raw.field,
-                             reason=raw.reason)
-                continue
-            yield from _parse_one(chosen, raw, path, origin, max_message_chars, skipped)
+        plan.append((path, name, f"{label}#{copy}" if copy else label))
+    return plan
+
+
+def iter_file(path: Path, format: str, origin: str, max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+              skipped: SkippedInputs | None = None) -> Iterator[Record | Reject]:
+    """One input file's records (or rejects), in order (``format`` is a resolved name, not ``auto``)."""
+    chosen = parser(format)
+    reader = getattr(chosen, "iter_values", None) or iter_raw
+    for raw in _guarded(reader(path), path):
+        if isinstance(raw, RawError):
+            yield Reject(source_file=str(path), line=raw.location, member=raw.member, field=raw.field,
+                         reason=raw.reason)
+            continue
+        yield from _parse_one(chosen, raw, path, origin, max_message_chars, skipped)
 
 
 def origin_label(path: Path, files: list[Path]) -> str:
