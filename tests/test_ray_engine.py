@@ -207,3 +207,11 @@ def test_engine_ray_without_the_extra_gives_the_install_hint(tmp_path: Path, mon
     assert result.exit_code == 2, result.output
     assert "pip install 'deploysim[ray]'" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_ray_address_with_engine_local_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", "--data", str(SHORT_CHATS), "--candidate", "instant/echo",
+                                       "--engine", "local", "--ray-address", "127.0.0.1:6379",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "cannot go with --engine local" in result.output
+    assert not (tmp_path / "r").exists()
