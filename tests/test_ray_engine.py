@@ -215,3 +215,12 @@ def test_ray_address_with_engine_local_is_a_usage_error(tmp_path: Path) -> None:
                                        "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "cannot go with --engine local" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_batch_api_with_engine_ray_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["run", "--data", str(SHORT_CHATS), "--candidate",
+                                       "openai-compatible/m@http://127.0.0.1:9/v1", "--batch", "--engine", "ray",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "batch API" in result.output and "drop --engine ray" in result.output
+    assert not (tmp_path / "r").exists()
