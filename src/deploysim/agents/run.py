@@ -188,8 +188,17 @@ class AgentWorkload(Workload[AgentRunConfig, Episode]):
     journal = "episodes"
     key = "episode_id"
 
-    def service(self) -> ModelService:
-        return ModelService(cache=self.config.cache)
+    def preflight(self) -> None:
+        """ValueError before config.yaml if agent_policy could not be built later (unreadable policy, bad judge id)."""
+        if POLICY_GRADER not in self.config.graders:
+            return
+        from deploysim.core.models import providers
+
+        read_policy(self.config.policy or "")
+        prefix, _, rest = (self.config.judge or "").partition("/")
+        if prefix not in providers() or not rest:
+            raise ValueError(f"--judge {self.config.judge!r}: expected <provider>/<model>, provider one of "
+                             f"{', '.join(providers())}")
 
     def concurrency(self) -> int:
         return max(1, self.config.concurrency)
@@ -357,20 +366,5 @@ def run_agents(config: AgentRunConfig, out: Path, *, resume: bool = False) -> di
             raise FileNotFoundError(f"{exc}; nothing to resume") from None
     elif RunStore(out).holds_run():
         raise FileExistsError(f"{out} already holds a run; pass --resume to finish it")
-    check_policy_grader(config)  # before config.yaml: a bad --policy/--judge leaves no run behind
     workload = AgentWorkload(config)
     return run_workload(workload, out, resume=resume, grade=workload.grade, grade_key=None)
-
-
-def check_policy_grader(config: AgentRunConfig) -> None:
-    """ValueError now if agent_policy could not be built later: unreadable policy file, malformed judge id."""
-    if POLICY_GRADER not in config.graders:
-        return
-    from deploysim.core.models import providers
-
-    read_policy(config.policy or "")
-    known = providers()
-    prefix, _, rest = (config.judge or "").partition("/")
-    if prefix not in known or not rest:
-        raise ValueError(f"--judge {config.judge!r}: expected <provider>/<model>, provider one of "
-                         f"{', '.join(known)}")

@@ -24,7 +24,6 @@ from deploysim.agents.run import (
 )
 from deploysim.agents.toolsim import LLMToolSimulator, ToolResolver, logged_calls, parse_affordances
 from deploysim.core.lifecycle import Executed, Run, Workload, run_workload
-from deploysim.core.models import ModelService
 from deploysim.core.schema import Record
 from deploysim.core.store import RunStore
 
@@ -53,9 +52,6 @@ class TeacherForcedWorkload(Workload[AgentRunConfig, Record]):
         super().__init__(config)
         self.out = out
         self.affordances = ",".join(sorted(parse_affordances(config.affordances) - {"replay"})) or "none"
-
-    def service(self) -> ModelService:
-        return ModelService(cache=self.config.cache)
 
     async def setup(self, run: Run) -> None:
         config = self.config
