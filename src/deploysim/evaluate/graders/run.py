@@ -163,26 +163,22 @@ def _finalise(run_dir: Path, journal: JsonlJournal) -> int:
 
 
 def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None = None,
-              show_progress: bool = True, service: ModelService | None = None, cache: bool = True) -> dict[str, Any]:
+              show_progress: bool = True, cache: bool = True) -> dict[str, Any]:
     """Grade every reply in ``run_dir`` with the named graders; resumable; returns the rates.
 
     ``grader_names`` None means DEFAULT_GRADERS. Entries may be registry names, YAML
     files (``graders: [...]``) or ``{name, params}`` mappings. ``judge`` is the model id
-    handed to LLM-judge graders; their calls go through ``service`` (the run's model
-    service), else one built from the run's saved ``cache`` and ``cache_path`` (``cache=False``:
-    none read or written, as ``--no-cache``).
+    handed to LLM-judge graders; their calls go through a model service with the run's saved
+    ``cache`` and ``cache_path`` (``cache=False``: none read or written, as ``--no-cache``).
     """
-    own = service is None
-    if service is None:
-        config = read_config(Path(run_dir))  # a run written by a newer deploysim is refused here
-        service = ModelService(cache=cache and bool(config.get("cache", True)), cache_path=config.get("cache_path"))
+    config = read_config(Path(run_dir))  # a run written by a newer deploysim is refused here
+    service = ModelService(cache=cache and bool(config.get("cache", True)), cache_path=config.get("cache_path"))
 
     async def grade() -> dict[str, Any]:
         try:
             return await grade_run_async(Path(run_dir), grader_names, judge, service, show_progress)
         finally:
-            if own:
-                await service.aclose()
+            await service.aclose()
 
     return asyncio.run(grade())
 
