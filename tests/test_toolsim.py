@@ -178,7 +178,7 @@ def test_affordances_none_means_simulator_only(tmp_path: Path) -> None:
     assert answer.source == "simulator"
     prompt = fake.prompts[-1][-1].text()
     assert "Conversation so far" not in prompt and "Real outputs" not in prompt
-    assert parse_affordances("all") == parse_affordances("replay,store,connectors,trajectory,examples")
+    assert parse_affordances("all") == parse_affordances("replay,store,connectors,trajectory,examples,edit,schema,state,facts")
     with pytest.raises(ValueError):
         parse_affordances("telepathy")
 

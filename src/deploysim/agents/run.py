@@ -44,6 +44,7 @@ from deploysim.evaluate.graders import GradeItem, build_graders
 from deploysim.evaluate.graders.run import grade_items
 from deploysim.pipeline.sources import iter_inputs
 from deploysim.agents.toolsim import (
+    ConnectorError,
     LLMToolSimulator,
     PriorCallStore,
     RawSealer,
@@ -63,6 +64,9 @@ class AgentRunConfig(BaseModel):
     candidate: str
     simulator: str | None = None
     affordances: str = "all"
+    #: Which logged trajectories may answer an episode's calls from the store: none (any), trajectory (not its
+    #: own), task (no trial of its task). Realism measurements (``simulate-tools``) use task.
+    holdout: Literal["none", "trajectory", "task"] = "none"
     connectors: str | None = None  # YAML: {connectors: {json:..., repository:...}, tools: {read/write/shell}}
     #: A checkout at the logged commit: answers coding agents' read-only shell commands (never runs them).
     repo: str | None = None
@@ -165,9 +169,14 @@ def build_resolver(config: AgentRunConfig, records: Iterable[Record | tuple[Reco
         Path(str(store_path)).unlink()
     store = PriorCallStore(store_path, sealer)
     store.add_records(records, policy)
-    return ToolResolver(policy=policy, store=store, connectors=build_connectors(connector_cfg, base),
+    try:
+        connectors = build_connectors(connector_cfg, base)
+    except ConnectorError as exc:  # name the file: the message names the field inside it
+        raise ConnectorError(f"{config.connectors or '--repo'}: {exc}") from None
+    return ToolResolver(policy=policy, store=store, connectors=connectors,
                         simulator=simulator, affordances=parse_affordances(affordances or config.affordances),
-                        leave_one_out=leave_one_out, deid=deid_text)
+                        leave_one_out=leave_one_out, deid=deid_text,
+                        holdout=config.holdout if config.holdout != "none" else None)
 
 
 def simulator_model(config: AgentRunConfig, models: ModelService) -> Model | None:

@@ -128,14 +128,14 @@ class JsonDocumentConnector:
         for doc, rel in (config.get("documents") or {}).items():
             path = Path(rel) if Path(rel).is_absolute() else base / rel
             if not path.is_file():
-                raise ConnectorError(f"json connector: document {doc!r} not found at {path}")
+                raise ConnectorError(f"connectors.json.documents.{doc}: no such file {str(path)!r}")
             self.documents[doc] = _load_json(path)
         self.tools: dict[str, dict[str, Any]] = dict(config.get("tools") or {})
         for tool, spec in self.tools.items():
             for op in ("get", "search"):
                 if op in spec and spec[op].get("document") not in self.documents:
-                    raise ConnectorError(f"json connector: tool {tool!r} reads unknown document "
-                                         f"{spec[op].get('document')!r}")
+                    raise ConnectorError(f"connectors.json.tools.{tool}.{op}.document: unknown document "
+                                         f"{spec[op].get('document')!r} (not in connectors.json.documents)")
 
     def handles(self, tool: str) -> bool:
         return tool in self.tools

@@ -3,7 +3,9 @@
 Exact hits answer read-only calls made in the same world state (the same write
 history); BM25 neighbours (SQLite FTS5, no extra dependency) give the simulator real
 examples of the tool's output format. ``exclude_record`` keeps a trajectory from
-answering itself in leave-one-out measurements.
+answering itself in leave-one-out measurements; ``exclude_group`` keeps every trajectory
+of the same task (``task_key``: other trials of one task) out too, so that a hit is
+never another trial's copy of the answer (``--holdout task``).
 
 Privacy: ``output`` is the de-identified text (what prompts may show). With
 ``raw=`` at ingest, exact hits return the *raw* output instead, so the resolver can
@@ -17,6 +19,7 @@ outlives the run.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -26,6 +29,23 @@ from pathlib import Path
 from deploysim.core.schema import Record
 from deploysim.agents.toolsim.calls import ToolPolicy, canonical_args, logged_calls
 from deploysim.agents.toolsim.overlay import write_state
+
+#: Metadata fields that name a record's task, first found wins (tau-bench: ``task_id``).
+TASK_FIELDS = ("task_id", "task", "instance_id", "problem_id", "sample_id")
+
+
+def task_key(record: Record) -> str:
+    """The task a trajectory is a trial of: a task field of its metadata, else its first user message.
+
+    Trials of one task share it; ``--holdout task`` keeps every trajectory with the asking
+    record's key out of the store, the examples and the neighbours.
+    """
+    for name in TASK_FIELDS:
+        value = record.metadata.get(name)
+        if value is not None and str(value) != "":
+            return f"{name}={value}"
+    first = next((m.text() for m in record.messages if m.role == "user"), "")
+    return "user=" + hashlib.blake2b(first.strip().encode(), digest_size=8).hexdigest()
 
 _WORD = re.compile(r"[A-Za-z0-9_]+")
 
@@ -70,6 +90,7 @@ class PriorCallStore:
             CREATE TABLE IF NOT EXISTS calls (
                 id INTEGER PRIMARY KEY, tool TEXT NOT NULL, args TEXT NOT NULL, output TEXT NOT NULL,
                 state TEXT NOT NULL, record_id TEXT NOT NULL, context TEXT NOT NULL, raw_output TEXT,
+                grp TEXT NOT NULL DEFAULT '',
                 UNIQUE (record_id, tool, args, state));
             CREATE INDEX IF NOT EXISTS calls_exact ON calls (tool, args, state);
             CREATE VIRTUAL TABLE IF NOT EXISTS calls_fts USING fts5(
@@ -87,7 +108,9 @@ class PriorCallStore:
         """Ingest every answered call of a trajectory, each with the write history before it.
 
         ``raw``: the same trajectory before de-identification; its outputs answer exact hits.
+        Each row carries the record's task (``task_key``) for ``exclude_group``.
         """
+        group = task_key(record)
         writes: list[tuple[str, str]] = []
         rows = []
         last_user = ""
@@ -110,13 +133,13 @@ class PriorCallStore:
             args = canonical_args(logged.call.arguments)
             if logged.output is not None:
                 rows.append((logged.call.name, args, logged.output, write_state(writes), record.id,
-                             by_index.get(logged.index, "")[:500], raw_output))
+                             by_index.get(logged.index, "")[:500], raw_output, group))
             if policy.call_kind(logged.call.name, logged.call.arguments) != "read":
                 writes.append((logged.call.name, args))
         with self.db:
             self.db.executemany(
-                "INSERT OR IGNORE INTO calls (tool, args, output, state, record_id, context, raw_output) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO calls (tool, args, output, state, record_id, context, raw_output, grp) "
+                "VALUES (?,?,?,?,?,?,?,?)",
                 rows)
         return len(rows)
 
@@ -125,8 +148,8 @@ class PriorCallStore:
         return sum(self.add_record(r[0], policy, raw=r[1]) if isinstance(r, tuple) else self.add_record(r, policy)
                    for r in records)
 
-    def exact_hit(self, tool: str, arguments: str, state: str,
-                  exclude_record: str | None = None) -> tuple[str, bool] | None:
+    def exact_hit(self, tool: str, arguments: str, state: str, exclude_record: str | None = None,
+                  exclude_group: str | None = None) -> tuple[str, bool] | None:
         """(output, is_raw): the most frequent logged output of this exact call in this state, or None.
 
         ``is_raw``: the output is the raw text (ingested with ``raw=``) and must be de-identified
@@ -134,9 +157,9 @@ class PriorCallStore:
         """
         row = self.db.execute(
             "SELECT coalesce(raw_output, output), raw_output IS NOT NULL, count(*) AS n FROM calls "
-            "WHERE tool = ? AND args = ? AND state = ? AND record_id != ? "
+            "WHERE tool = ? AND args = ? AND state = ? AND record_id != ? AND (? = '' OR grp != ?) "
             "GROUP BY 1, 2 ORDER BY n DESC, min(id) LIMIT 1",
-            (tool, canonical_args(arguments), state, exclude_record or ""),
+            (tool, canonical_args(arguments), state, exclude_record or "", exclude_group or "", exclude_group or ""),
         ).fetchone()
         if row is None:
             return None
@@ -147,13 +170,14 @@ class PriorCallStore:
             output = self.sealer.unseal(output)
         return output, is_raw
 
-    def exact(self, tool: str, arguments: str, state: str, exclude_record: str | None = None) -> str | None:
+    def exact(self, tool: str, arguments: str, state: str, exclude_record: str | None = None,
+              exclude_group: str | None = None) -> str | None:
         """The most frequent logged output of this exact call in this world state, or None (see ``exact_hit``)."""
-        hit = self.exact_hit(tool, arguments, state, exclude_record)
+        hit = self.exact_hit(tool, arguments, state, exclude_record, exclude_group)
         return hit[0] if hit else None
 
     def neighbours(self, tool: str, arguments: str, k: int = 3, exclude_record: str | None = None,
-                   context: str = "") -> list[PriorCall]:
+                   context: str = "", exclude_group: str | None = None) -> list[PriorCall]:
         """Up to ``k`` prior calls of the same tool, nearest by BM25 over arguments and context."""
         words = _WORD.findall(canonical_args(arguments) + " " + context)[:40]
         rows: list[tuple[str, str, str, str]] = []
@@ -161,13 +185,15 @@ class PriorCallStore:
             query = " OR ".join('"' + w.replace('"', "") + '"' for w in dict.fromkeys(words))
             rows = self.db.execute(
                 "SELECT c.tool, c.args, c.output, c.record_id FROM calls_fts f JOIN calls c ON c.id = f.rowid "
-                "WHERE calls_fts MATCH ? AND c.tool = ? AND c.record_id != ? ORDER BY bm25(calls_fts) LIMIT ?",
-                (query, tool, exclude_record or "", k * 3),
+                "WHERE calls_fts MATCH ? AND c.tool = ? AND c.record_id != ? AND (? = '' OR c.grp != ?) "
+                "ORDER BY bm25(calls_fts) LIMIT ?",
+                (query, tool, exclude_record or "", exclude_group or "", exclude_group or "", k * 3),
             ).fetchall()
         if len(rows) < k:  # no word overlap: any examples of the tool still teach its format
             rows += self.db.execute(
-                "SELECT tool, args, output, record_id FROM calls WHERE tool = ? AND record_id != ? LIMIT ?",
-                (tool, exclude_record or "", k * 3)).fetchall()
+                "SELECT tool, args, output, record_id FROM calls WHERE tool = ? AND record_id != ? "
+                "AND (? = '' OR grp != ?) LIMIT ?",
+                (tool, exclude_record or "", exclude_group or "", exclude_group or "", k * 3)).fetchall()
         seen: set[tuple[str, str]] = set()
         out: list[PriorCall] = []
         for row in rows:
@@ -178,6 +204,14 @@ class PriorCallStore:
             if len(out) == k:
                 break
         return out
+
+    def outputs(self, tool: str, exclude_record: str | None = None, exclude_group: str | None = None,
+                limit: int = 300) -> list[str]:
+        """Up to ``limit`` logged (de-identified) outputs of a tool, held-out records excluded."""
+        rows = self.db.execute(
+            "SELECT output FROM calls WHERE tool = ? AND record_id != ? AND (? = '' OR grp != ?) ORDER BY id LIMIT ?",
+            (tool, exclude_record or "", exclude_group or "", exclude_group or "", limit)).fetchall()
+        return [r[0] for r in rows]
 
     def close(self) -> None:
         self.db.close()

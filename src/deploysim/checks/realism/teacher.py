@@ -23,6 +23,7 @@ from deploysim.agents.run import (
     simulator_model,
 )
 from deploysim.agents.toolsim import LLMToolSimulator, ToolResolver, logged_calls, parse_affordances
+from deploysim.agents.toolsim.store import task_key
 from deploysim.core.lifecycle import Executed, Run, Workload, run_workload
 from deploysim.core.schema import Record
 from deploysim.core.store import RunStore
@@ -35,9 +36,10 @@ async def teacher_forced_rows(record: Record, resolver: ToolResolver) -> list[di
         if logged.output is None:
             continue
         answer = await resolver.resolve(episode, logged.call, list(record.messages[: logged.index + 1]))
-        rows.append({"record_id": record.id, "call_index": n, "tool": logged.call.name,
+        rows.append({"record_id": record.id, "task": task_key(record), "holdout": resolver.holdout,
+                     "call_index": n, "tool": logged.call.name,
                      "arguments": logged.call.arguments, "real": logged.output, "simulated": answer.output,
-                     "source": answer.source, "error": answer.error})
+                     "source": answer.source, "note": answer.note, "error": answer.error})
     return rows
 
 
@@ -84,7 +86,8 @@ class TeacherForcedWorkload(Workload[AgentRunConfig, Record]):
                     key = "error" if row["error"] else row["source"]
                     counts[key] = counts.get(key, 0) + 1
         tmp.replace(self.out)
-        return {"calls": total, "by_source": counts, "affordances": self.affordances, "out": str(self.out),
+        return {"calls": total, "by_source": counts, "affordances": self.affordances, "holdout": self.resolver.holdout,
+                "out": str(self.out),
                 "records": executed.wanted, "records_skipped_on_resume": executed.skipped}
 
 

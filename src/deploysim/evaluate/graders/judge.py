@@ -150,8 +150,9 @@ class StructuredJudgeClient:
     get the plain prompt; parsing is strict either way.
     """
 
-    def __init__(self, inner: Any, structured: str = "auto") -> None:
+    def __init__(self, inner: Any, structured: str = "auto", schema: dict[str, Any] | None = None) -> None:
         self.inner = inner
+        self.schema = schema or JUDGE_SCHEMA  # the verdict's JSON schema (other judges bring their own)
         self.model_id = inner.model_id
         self.mode = structured
         if structured == "auto":
@@ -162,14 +163,14 @@ class StructuredJudgeClient:
 
     def cache_identity(self) -> dict[str, Any]:
         return {**self.inner.cache_identity(), "judge": PROMPT_VERSION, "structured": self.mode != "none",
-                "schema": hashlib.sha256(orjson.dumps(JUDGE_SCHEMA, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]}
+                "schema": hashlib.sha256(orjson.dumps(self.schema, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]}
 
     async def generate(self, messages: list[Message], params: GenerationParams,
                        tools: list[dict[str, Any]]) -> ModelOutput:
         formats = {
             "json_schema": {"type": "json_schema",
-                            "json_schema": {"name": "verdict", "schema": JUDGE_SCHEMA, "strict": True}},
-            "json_object_schema": {"type": "json_object", "schema": JUDGE_SCHEMA},
+                            "json_schema": {"name": "verdict", "schema": self.schema, "strict": True}},
+            "json_object_schema": {"type": "json_object", "schema": self.schema},
         }
         fallback = {"json_schema": "json_object_schema", "json_object_schema": "none"}
         while self.mode != "none":
