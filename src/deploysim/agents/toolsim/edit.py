@@ -86,7 +86,7 @@ def _replace_within(text: str, subs: dict[str, str]) -> str:
     """Each old value (3+ chars) replaced where it stands as a whole token inside ``text``."""
     for old, new in sorted(subs.items(), key=lambda kv: -len(kv[0])):
         if len(old) >= 3 and old in text:
-            text = re.sub(rf"(?<![\w-]){re.escape(old)}(?![\w-])", lambda _m, new=new: new, text)
+            text = re.sub(rf"(?<![\w-]){re.escape(old)}(?![\w-])", new.replace("\\", "\\\\"), text)
     return text
 
 

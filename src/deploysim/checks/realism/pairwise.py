@@ -164,7 +164,7 @@ class PairwiseJudge:
 def summarise(verdicts: Sequence[PairVerdict], seed: int = 0) -> dict[str, Any]:
     decided = [v for v in verdicts if v.correct is not None]
     result = clustered_accuracy([bool(v.correct) for v in decided], [v.record_id for v in decided], seed=seed)
-    out = result.as_dict()
+    out: dict[str, Any] = dict(result.as_dict())
     out["simulator_win_rate"] = 1 - result.accuracy if decided else None
     out["errors"] = len(verdicts) - len(decided)
     out["picked_a"] = sum(v.picked == "A" for v in decided)

@@ -72,10 +72,21 @@ def _summary(correct: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, An
 
 
 def discriminate(real: Sequence[str], simulated: Sequence[str], groups: Sequence[str], folds: int = 5,
-                 seed: int = 0) -> tuple[dict[str, Any], np.ndarray]:
-    """C2ST on paired texts: (summary with a clustered interval, per-pair correctness [real, simulated])."""
-    correct, labels, _k = c2st_predictions(real, simulated, groups, groups, folds=folds, seed=seed)
-    return _summary(correct, labels, seed), correct
+                 seed: int = 0, fold_groups: Sequence[str] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """C2ST on paired texts: (summary with an interval clustered by ``groups`` (trajectories), per-text
+    correctness [real..., simulated...]).
+
+    ``fold_groups`` (tasks) keep every trial of a task in one fold: trials share near-identical real
+    outputs, and a classifier that saw one trial's would otherwise recognise (or, in the negative
+    control, anti-learn) the other's.
+    """
+    fg = list(fold_groups) if fold_groups is not None else list(groups)
+    correct, _fold_labels, _k = c2st_predictions(real, simulated, fg, fg, folds=folds, seed=seed)
+    return _summary(correct, np.array(list(groups) * 2), seed), correct
+
+
+def _folds(units: Sequence[Unit]) -> list[str]:
+    return [u.task or u.record_id for u in units]
 
 
 def c2st_report(units: Sequence[Unit], folds: int = 5, seed: int = 0) -> dict[str, Any]:
@@ -83,7 +94,7 @@ def c2st_report(units: Sequence[Unit], folds: int = 5, seed: int = 0) -> dict[st
     separate classifier on the simulator-answered calls only."""
     groups = [u.record_id for u in units]
     overall, correct = discriminate([u.text("real") for u in units], [u.text("simulated") for u in units], groups,
-                                    folds, seed)
+                                    folds, seed, _folds(units))
     n = len(units)
     both = np.concatenate([correct[:n, None], correct[n:, None]], axis=1)  # row i: (real i, simulated i)
     out: dict[str, Any] = overall | {"method": "C2ST: TF-IDF + logistic regression, folds grouped by trajectory"}
@@ -96,7 +107,7 @@ def c2st_report(units: Sequence[Unit], folds: int = 5, seed: int = 0) -> dict[st
     own = [u for u in units if u.source == "simulator"]
     if len({u.record_id for u in own}) >= 2 and len(own) >= 4:
         out["simulator_only"] = discriminate([u.text("real") for u in own], [u.text("simulated") for u in own],
-                                             [u.record_id for u in own], folds, seed)[0]
+                                             [u.record_id for u in own], folds, seed, _folds(own))[0]
     else:
         out["simulator_only"] = None
     return out
@@ -153,7 +164,7 @@ def c2st_controls(units: Sequence[Unit], pool: Sequence[Unit], folds: int = 5, s
         result = None
         if len(pairs) >= MIN_CONTROL_PAIRS and len({p.record_id for p in pairs}) >= 2:
             result = discriminate([p.text("real") for p in pairs], [p.text("simulated") for p in pairs],
-                                  [p.record_id for p in pairs], folds, seed)[0]
+                                  [p.record_id for p in pairs], folds, seed, _folds(pairs))[0]
         out[f"{kind}_control"] = control_verdict(kind, result)
     return out
 
