@@ -200,7 +200,8 @@ def realism_cmd(simulated, real, holdout, judge, judge_limit, judge_calls, priva
         deid = build_deidentifier(_privacy(privacy, presidio))
         for path in real:
             if _is_sim_jsonl(Path(path)):
-                extra.update({(u.record_id, u.call_index): (u.tool, u.arguments, u.real) for u in load_units(path)[0]})
+                extra.update({(u.record_id, u.call_index): (u.tool, u.arguments, u.real, u.task)
+                              for u in load_units(path)[0]})
             else:
                 extra.update(load_calls(path, deid))
     pool = real_pool(units, extra.items())

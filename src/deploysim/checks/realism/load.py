@@ -56,14 +56,17 @@ def load_outputs(path: str | Path, column: str, deid: Callable[[Record], Record]
     return out
 
 
-def load_calls(path: str | Path, deid: Callable[[Record], Record] | None = None) -> dict[Key, tuple[str, str, str]]:
-    """(tool, arguments, output) of every answered logged call of a trajectory file, keyed like ``load_outputs``."""
+def load_calls(path: str | Path,
+               deid: Callable[[Record], Record] | None = None) -> dict[Key, tuple[str, str, str, str]]:
+    """(tool, arguments, output, task) of every answered logged call of a trajectory file, keyed like
+    ``load_outputs``."""
+    from deploysim.agents.toolsim.store import task_key
     from deploysim.pipeline.sources import iter_records
 
-    out: dict[Key, tuple[str, str, str]] = {}
+    out: dict[Key, tuple[str, str, str, str]] = {}
     for record in iter_records([Path(path)]):
         record = deid(record) if deid is not None else record
         for n, logged in enumerate(logged_calls(record.messages)):
             if logged.output is not None:
-                out[(record.id, n)] = (logged.call.name, logged.call.arguments, logged.output)
+                out[(record.id, n)] = (logged.call.name, logged.call.arguments, logged.output, task_key(record))
     return out

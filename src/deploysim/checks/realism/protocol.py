@@ -131,14 +131,20 @@ def positive_control(units: Sequence[Unit], pool: Sequence[Unit], seed: int = 0)
 
 
 def negative_control(units: Sequence[Unit], pool: Sequence[Unit], seed: int = 0) -> list[Unit]:
-    """Each call paired with another trajectory's real output of the same call (same tool, same arguments)."""
+    """Each call paired with another trial's real output of the same call (same tool, same arguments).
+
+    Partners come from the same task when tasks are known: the classifier's folds keep a task
+    together, so a partner's own pair never sits in another fold with its labels swapped (which
+    would push the control below chance by construction).
+    """
     rng = random.Random(seed)
     by_call: dict[tuple[str, str], list[Unit]] = {}
     for u in pool:
         by_call.setdefault((u.tool, canonical_args(u.arguments)), []).append(u)
     out = []
     for u in units:
-        partners = [p for p in by_call.get((u.tool, canonical_args(u.arguments)), []) if p.record_id != u.record_id]
+        partners = [p for p in by_call.get((u.tool, canonical_args(u.arguments)), [])
+                    if p.record_id != u.record_id and (not u.task or p.task == u.task)]
         if partners:
             out.append(Unit(u.record_id, u.call_index, u.tool, u.arguments, u.real, rng.choice(partners).real,
                             "other-trial", u.task))
@@ -181,11 +187,13 @@ def meaningless_reason(report: dict[str, Any]) -> str | None:
     return None
 
 
-def real_pool(units: Sequence[Unit], extra: Iterable[tuple[tuple[str, int], tuple[str, str, str]]] = ()) -> list[Unit]:
-    """Real outputs the controls draw from: the units' own plus ``extra`` ((record, call), (tool, args, output))."""
+def real_pool(units: Sequence[Unit],
+              extra: Iterable[tuple[tuple[str, int], tuple[str, str, str, str]]] = ()) -> list[Unit]:
+    """Real outputs the controls draw from: the units' own plus ``extra``
+    ((record, call), (tool, args, output, task))."""
     pool = list(units)
     seen = {(u.record_id, u.call_index) for u in units}
-    for (record_id, index), (tool, arguments, output) in extra:
+    for (record_id, index), (tool, arguments, output, task) in extra:
         if (record_id, index) not in seen:
-            pool.append(Unit(record_id, index, tool, arguments, output, output, "real"))
+            pool.append(Unit(record_id, index, tool, arguments, output, output, "real", task))
     return pool

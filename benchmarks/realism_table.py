@@ -1,0 +1,38 @@
+"""Markdown rows from `deploysim realism --json` reports: python benchmarks/realism_table.py ARM=REPORT.json ...
+
+One row per arm: trajectories, calls answered (by source), C2ST accuracy with its
+trajectory-clustered interval overall and on the simulator-answered calls only, the
+positive and negative controls, and the pairwise judge when the report has one.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _ci(r: dict | None) -> str:
+    if not r or r.get("accuracy") is None:
+        return "–"
+    return f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+
+def row(arm: str, report: dict) -> str:
+    c = report["c2st"]
+    sources = ", ".join(f"{k} {v}" for k, v in report["by_source"].items())
+    judge = report.get("judge")
+    judge_cell = (f"{_ci(judge)}, win {judge['simulator_win_rate']:.3f}" if judge else "not run")
+    return (f"| {arm} | {report['trajectories']} | {report['answered']}/{report['calls']} ({sources}) | "
+            f"**{_ci(c)}** | {_ci(c.get('simulator_only'))} | {_ci(c['positive_control'])} "
+            f"{'caught' if c['positive_control'].get('ok') else 'NOT caught'} | {_ci(c['negative_control'])} "
+            f"{'chance' if c['negative_control'].get('ok') else 'NOT chance'} | {judge_cell} |")
+
+
+if __name__ == "__main__":
+    print("| affordances | trajectories | answered / calls (by source) | C2ST accuracy [95% CI] | simulator-answered "
+          "only | positive control | negative control | pairwise judge (SmolLM2) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for spec in sys.argv[1:]:
+        arm, _, path = spec.partition("=")
+        with open(path) as handle:
+            print(row(arm, json.load(handle)))
