@@ -26,8 +26,8 @@ import orjson
 
 from deploysim.checks.realism.c2st import clustered_accuracy
 from deploysim.checks.realism.protocol import Unit, control_verdict, negative_control, positive_control
-from deploysim.core.models import DeploymentCaller, get_model, open_cache
-from deploysim.core.schema import Deployment, GenerationParams, Message, ReplayPoint
+from deploysim.core.models import Limits, ModelClient, ModelService
+from deploysim.core.schema import GenerationParams, Message
 from deploysim.evaluate.graders.judge import StructuredJudgeClient, fence_nonce
 
 PROMPT_VERSION = "pairwise-1"
@@ -121,11 +121,14 @@ class PairVerdict:
 class PairwiseJudge:
     def __init__(self, model: str, cache: bool = True, max_tokens: int = 96, timeout_s: float = 600.0,
                  seed: int = 0, **view: int) -> None:
-        deployment = Deployment(name="realism-judge", model=model, concurrency=1, timeout_s=timeout_s,
-                                params=GenerationParams(temperature=0.0, max_tokens=max_tokens, seed=0))
-        self.client = StructuredJudgeClient(get_model(model), schema=PAIR_SCHEMA)
-        self.cache = open_cache() if cache else None
-        self.caller = DeploymentCaller(deployment, self.client, self.cache)
+        self.service = ModelService(cache=cache)
+
+        def structured(inner: ModelClient) -> StructuredJudgeClient:
+            return StructuredJudgeClient(inner, schema=PAIR_SCHEMA)
+
+        self.llm = self.service.model(model, name="realism-judge",
+                                      params=GenerationParams(temperature=0.0, max_tokens=max_tokens, seed=0),
+                                      limits=Limits(concurrency=1, timeout_s=timeout_s), wrap=structured)
         self.seed = seed
         self.view = view
 
@@ -143,9 +146,7 @@ class PairwiseJudge:
                 continue
             messages = pair_messages(trajectory_view(rows, "real", **self.view),
                                      trajectory_view(rows, "simulated", **self.view), real_first)
-            point = ReplayPoint(point_id=f"pairwise:{record_id}", record_id="pairwise", turn_index=0,
-                                prefix=messages)
-            generation = await self.caller.answer(point)
+            generation = await self.llm.generate(messages, id=f"pairwise:{record_id}")
             if generation.error is not None:
                 verdicts.append(PairVerdict(record_id, real_first, None, f"judge call failed: {generation.error}"))
                 continue
@@ -156,9 +157,7 @@ class PairwiseJudge:
         return verdicts
 
     async def aclose(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
-        await self.client.aclose()
+        await self.service.aclose()
 
 
 def summarise(verdicts: Sequence[PairVerdict], seed: int = 0) -> dict[str, Any]:
