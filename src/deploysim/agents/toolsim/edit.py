@@ -150,9 +150,9 @@ class Entities:
         while stack:
             item = stack.pop()
             if isinstance(item, dict):
-                for key, sub in item.items():
-                    if is_id_key(key) and isinstance(sub, str) and sub:
-                        self.by_id[(key, sub)] = item
+                key = primary_id(item)
+                if key is not None:  # an object is the entity of its first id only (a reservation is not its user)
+                    self.by_id[(key, item[key])] = item
                 stack.extend(item.values())
             elif isinstance(item, list):
                 stack.extend(item)
@@ -168,15 +168,14 @@ class Entities:
         style = detect_style(text, value) or "spaced"
         args = _args(arguments)
         changed = False
-        # the entity this output describes: its own id fields, or the call's id arguments
-        for key in [k for k in value if is_id_key(k)] + [k for k in args if is_id_key(k)]:
-            ident = value.get(key) if key in value else args.get(key)
-            known = self.by_id.get((key, ident)) if isinstance(ident, str) else None
-            if known is None or known is value:
-                continue
-            shared = [k for k in known if k in value and json_shape(known[k]) == json_shape(value[k])]
+        # the entity this output describes: its primary id (the call's argument when it pins it)
+        key = primary_id(value)
+        ident = args.get(key, value.get(key)) if key is not None else None
+        known = self.by_id.get((key, ident)) if key is not None and isinstance(ident, str) else None
+        if known is not None and known is not value and primary_id(known) == key:
+            shared = [k for k in known if k in value and k not in args and json_shape(known[k]) == json_shape(value[k])]
             if len(shared) * 2 < len(value):
-                continue  # a different kind of object that merely mentions the id
+                shared = []  # a different kind of object that merely mentions the id
             for k in shared:
                 if value[k] != known[k]:
                     value[k] = copy.deepcopy(known[k])
@@ -193,6 +192,11 @@ class Entities:
                         changed = True
                     break
         return dumps(value, style) if changed else text
+
+
+def primary_id(value: dict[str, Any]) -> str | None:
+    """The object's own id: its first id-like key with a non-empty string value."""
+    return next((k for k, v in value.items() if is_id_key(k) and isinstance(v, str) and v), None)
 
 
 def _strings(value: Any) -> set[str]:
