@@ -17,15 +17,21 @@ def _ci(r: dict | None) -> str:
     return f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
 
 
+def _control(r: dict, good: str, bad: str) -> str:
+    if r.get("ok") is None:
+        return r.get("status", "not run")
+    return f"{_ci(r)} {good if r['ok'] else bad}"
+
+
 def row(arm: str, report: dict) -> str:
     c = report["c2st"]
     sources = ", ".join(f"{k} {v}" for k, v in report["by_source"].items())
     judge = report.get("judge")
     judge_cell = (f"{_ci(judge)}, win {judge['simulator_win_rate']:.3f}" if judge else "not run")
     return (f"| {arm} | {report['trajectories']} | {report['answered']}/{report['calls']} ({sources}) | "
-            f"**{_ci(c)}** | {_ci(c.get('simulator_only'))} | {_ci(c['positive_control'])} "
-            f"{'caught' if c['positive_control'].get('ok') else 'NOT caught'} | {_ci(c['negative_control'])} "
-            f"{'chance' if c['negative_control'].get('ok') else 'NOT chance'} | {judge_cell} |")
+            f"**{_ci(c)}** | {_ci(c.get('simulator_only'))} | "
+            f"{_control(c['positive_control'], 'caught', 'NOT caught')} | "
+            f"{_control(c['negative_control'], 'chance', 'NOT chance')} | {judge_cell} |")
 
 
 if __name__ == "__main__":
