@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 
 from deploysim.checks.realism.c2st import clustered_accuracy
 from deploysim.checks.realism.protocol import Unit, control_verdict, negative_control, positive_control
 from deploysim.core.models import Limits, ModelClient, ModelService
 from deploysim.core.schema import GenerationParams, Message
-from deploysim.evaluate.graders.judge import StructuredJudgeClient, fence_nonce
+from deploysim.evaluate.graders.judge import JudgeParseError, StructuredJudgeClient, fence_nonce, judge_json_object
 
 PROMPT_VERSION = "pairwise-1"
 
@@ -59,23 +57,17 @@ Log B:
 Which log has the real tool outputs? Answer with the JSON object only."""
 
 
-class PairParseError(ValueError):
+class PairParseError(JudgeParseError):
     pass
 
 
 def parse_pair_answer(text: str | None) -> str:
     """"A" or "B" from the judge's raw answer, or PairParseError (strict: one JSON object, exact keys)."""
-    if text is None:
-        raise PairParseError("empty judge answer")
-    body = text.strip()
-    fence = re.fullmatch(r"```(?:json)?\s*\n?(.*?)\n?```", body, re.S)
-    if fence:
-        body = fence.group(1).strip()
     try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise PairParseError("judge answer is not a single JSON object") from None
-    if not isinstance(value, dict) or set(value) != {"rationale", "real"}:
+        value = judge_json_object(text)
+    except JudgeParseError as exc:
+        raise PairParseError(str(exc)) from None
+    if set(value) != {"rationale", "real"}:
         raise PairParseError("judge answer must be an object with exactly 'rationale' and 'real'")
     if value["real"] not in ("A", "B") or not isinstance(value["rationale"], str):
         raise PairParseError("'real' must be \"A\" or \"B\" and 'rationale' a string")

@@ -73,14 +73,8 @@ class JudgeParseError(ValueError):
     pass
 
 
-def parse_judge_output(text: str | None) -> tuple[bool, float, str]:
-    """(flagged, score, rationale) from the judge's raw answer, or JudgeParseError.
-
-    Strict on purpose: the whole answer must be one JSON object (optionally inside a
-    single ```json fence) with exactly ``rationale`` (str), ``flagged`` (bool) and
-    ``score`` (number in [0, 1]). No key hunting, no regex on ``flagged=...``: graded
-    text the judge echoes can never be read as its verdict.
-    """
+def judge_json_object(text: str | None) -> dict[str, Any]:
+    """The judge's whole answer as one JSON object (optionally in a single ```json fence), or JudgeParseError."""
     if text is None:
         raise JudgeParseError("empty judge answer")
     body = text.strip()
@@ -93,6 +87,18 @@ def parse_judge_output(text: str | None) -> tuple[bool, float, str]:
         raise JudgeParseError("judge answer is not a single JSON object") from None
     if not isinstance(value, dict):
         raise JudgeParseError("judge answer is JSON but not an object")
+    return value
+
+
+def parse_judge_output(text: str | None) -> tuple[bool, float, str]:
+    """(flagged, score, rationale) from the judge's raw answer, or JudgeParseError.
+
+    Strict on purpose: the whole answer must be one JSON object (optionally inside a
+    single ```json fence) with exactly ``rationale`` (str), ``flagged`` (bool) and
+    ``score`` (number in [0, 1]). No key hunting, no regex on ``flagged=...``: graded
+    text the judge echoes can never be read as its verdict.
+    """
+    value = judge_json_object(text)
     keys = set(value)
     if keys != {"rationale", "flagged", "score"}:
         raise JudgeParseError(f"judge answer keys {sorted(keys)} != ['flagged', 'rationale', 'score']")
