@@ -12,13 +12,16 @@ every deployment's replies (``logged`` included) of a finished chat run.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -27,6 +30,7 @@ from deploysim.core.models import ModelService
 from deploysim.core.schema import ReplayPoint, ToolCall, Verdict
 from deploysim.core.store import (
     GENERATIONS,
+    POINTS,
     VERDICTS,
     JsonlJournal,
     RunStore,
@@ -43,6 +47,11 @@ DEFAULT_GRADERS: list[str] = [
 ]
 BATCH = 256
 POINT_CHUNK = 4096
+#: where generations out of point order are partitioned by chunk while grading (removed after)
+SCRATCH = Path("journal") / "grading-partitions"
+BATCH_ROWS_SCRATCH = 1 << 14
+#: generations held in memory at most while streaming a file near point order (else: partition)
+STREAM_HOLD_ROWS = 1 << 16
 
 
 class GradeLockedError(RuntimeError):
@@ -69,23 +78,97 @@ def _done_keys(journal: JsonlJournal) -> set[str]:
     return {k for k, by_behaviour in status.items() if all(by_behaviour.values())}
 
 
-def iter_grade_items(run_dir: Path, chunk: int = POINT_CHUNK) -> Iterator[GradeItem]:
-    """Replies joined with their replay prefix, a chunk of points at a time.
+def _generation_chunks(run_dir: Path, point_ids: pa.Array, chunk: int,
+                       scratch: Path) -> Iterator[tuple[int, pa.Table]]:
+    """(point chunk number, its generations), each generation read once: O(points + generations).
 
-    Memory is bounded by the chunk, not the run: each chunk of points selects its
-    generations from the Parquet file with a filter (one columnar scan per chunk).
+    A generation's chunk is its point's position in points.parquet // ``chunk``. When the
+    file is in point order (the engine writes it as calls finish, near point order) the
+    chunks stream straight through; otherwise the generations are first partitioned by
+    chunk into ``scratch`` (one write, one read) so that no chunk rescans the file.
+    Generations of points not in points.parquet are left out, as before.
+    """
+    path = GENERATIONS.path(run_dir)
+    columns = ["point_id", "deployment", "sample_index", "text", "tool_calls_json", "finish_reason", "error"]
+    source = pq.ParquetFile(path)
+
+    def chunk_ids(batch: pa.RecordBatch) -> np.ndarray:
+        pos = pc.index_in(batch["point_id"], value_set=point_ids)
+        return np.asarray(pc.fill_null(pc.divide(pos, chunk), -1).to_numpy(zero_copy_only=False), np.int64)
+
+    ids = [chunk_ids(b) for b in source.iter_batches(columns=["point_id"], batch_size=1 << 16)]
+    cid_all = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    rows = np.flatnonzero(cid_all >= 0)
+    present, inverse = np.unique(cid_all[rows], return_inverse=True)
+    last_row = np.full(len(present), -1, np.int64)
+    np.maximum.at(last_row, inverse, rows)
+    emit_at = np.maximum.accumulate(last_row)  # chunks go out in order: chunk k once rows <= emit_at[k] are read
+    # rows held back at the worst moment (each row waits from its position until its chunk goes out)
+    held = np.zeros(len(cid_all) + 2, np.int64)
+    np.add.at(held, rows, 1)
+    np.add.at(held, emit_at[inverse] + 1, -1)
+    if len(rows) == 0 or int(np.cumsum(held).max()) <= STREAM_HOLD_ROWS:  # near point order: stream once
+        parts: dict[int, list[pa.Table]] = {}
+        nxt, offset = 0, 0
+        for batch in source.iter_batches(columns=columns, batch_size=BATCH):
+            cid = cid_all[offset:offset + batch.num_rows]
+            offset += batch.num_rows
+            table = pa.Table.from_batches([batch])
+            for k in np.unique(cid[cid >= 0]):
+                parts.setdefault(int(k), []).append(table.filter(pa.array(cid == k)))
+            while nxt < len(present) and emit_at[nxt] < offset:
+                yield int(present[nxt]), pa.concat_tables(parts.pop(int(present[nxt])))
+                nxt += 1
+        return
+    del cid_all, rows, inverse, held
+    shutil.rmtree(scratch, ignore_errors=True)
+
+    def tagged() -> Iterator[pa.RecordBatch]:
+        for batch in source.iter_batches(columns=columns, batch_size=BATCH_ROWS_SCRATCH):
+            cid = chunk_ids(batch)
+            yield pa.RecordBatch.from_arrays([*batch.columns, pa.array(cid, pa.int64())],
+                                             names=[*columns, "chunk"]).filter(pa.array(cid >= 0))
+
+    schema = source.schema_arrow.append(pa.field("chunk", pa.int64()))
+    schema = pa.schema([schema.field(c) for c in [*columns, "chunk"]])
+    partitioning = ds.partitioning(pa.schema([("chunk", pa.int64())]))
+    try:
+        ds.write_dataset(tagged(), scratch, schema=schema, format="parquet", partitioning=partitioning,
+                         use_threads=False, max_partitions=1 << 20, max_open_files=256,
+                         existing_data_behavior="overwrite_or_ignore")
+        parted = ds.dataset(scratch, format="parquet", partitioning=partitioning)
+        for k in present:
+            yield int(k), parted.to_table(columns=columns, filter=pc.field("chunk") == int(k))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def iter_grade_items(run_dir: Path, chunk: int = POINT_CHUNK) -> Iterator[GradeItem]:
+    """Replies joined with their replay prefix, a chunk of points at a time, in one pass.
+
+    Memory is bounded by the chunk, not the run. Points and generations are each read
+    once (see _generation_chunks); earlier versions rescanned generations per chunk.
     """
     run_dir = Path(run_dir)
-    dataset = ds.dataset(GENERATIONS.path(run_dir), format="parquet")
-    columns = ["point_id", "deployment", "sample_index", "text", "tool_calls_json", "finish_reason", "error"]
-    points: dict[str, ReplayPoint] = {}
-
-    def flush() -> Iterator[GradeItem]:
-        table = dataset.to_table(columns=columns, filter=pc.field("point_id").isin(list(points)))
+    point_ids = pq.read_table(POINTS.path(run_dir), columns=["point_id"])["point_id"].combine_chunks()
+    points = read_points(run_dir)
+    loaded: dict[str, ReplayPoint] = {}
+    loaded_chunk = -1
+    for k, table in _generation_chunks(run_dir, point_ids, chunk, run_dir / SCRATCH):
+        if k != loaded_chunk:
+            loaded = {}
+            for _ in range((k - loaded_chunk - 1) * chunk):  # chunks without generations
+                next(points)
+            for _ in range(chunk):
+                point = next(points, None)
+                if point is None:
+                    break
+                loaded[point.point_id] = point
+            loaded_chunk = k
         for row in table.to_pylist():
             if row["error"] is not None:
                 continue
-            point = points[row["point_id"]]
+            point = loaded[row["point_id"]]
             yield GradeItem(
                 context=point.prefix,
                 reply=row["text"] or "",
@@ -96,14 +179,6 @@ def iter_grade_items(run_dir: Path, chunk: int = POINT_CHUNK) -> Iterator[GradeI
                 deployment=row["deployment"],
                 sample_index=row["sample_index"],
             )
-
-    for point in read_points(run_dir):
-        points[point.point_id] = point
-        if len(points) >= chunk:
-            yield from flush()
-            points = {}
-    if points:
-        yield from flush()
 
 
 def _count_ok(run_dir: Path) -> tuple[int, int]:
