@@ -64,3 +64,55 @@ def test_grade_items_read_each_generation_once_in_any_order(tmp_path: Path, orde
     # every generation's text is read exactly once, not once per chunk of points
     assert read["text_rows"] == gens.num_rows
     assert not (run_dir / grade_mod.SCRATCH).exists()
+
+
+def test_metadata_columns_answer_as_the_python_dicts_did() -> None:
+    from deploysim.evaluate.stats.analysis import _NOT_SEGMENTS, segment_fields, segment_labels
+    from deploysim.evaluate.stats.data import Metadata, cluster_of
+
+    rng = np.random.default_rng(3)
+    rows = [{"conversation_id": f"c{i // 3}" if i % 7 else "", "language": str(rng.choice(["en", "de", "fr"])),
+             "tier": int(rng.integers(0, 3)), "flag": bool(i % 2), "note": f"n{i}"} for i in range(300)]
+    rows[5].pop("language")
+    rows[6]["language"] = ""
+    mixed = [*rows[:10], {"language": 3, "nested": {"a": 1}}]  # types that do not fit one Arrow schema
+    for meta_rows in (rows, mixed):
+        meta = Metadata(meta_rows)
+        # the slow, obvious computations of before
+        values: dict[str, set] = {}
+        for m in meta_rows:
+            for k, v in m.items():
+                if k not in _NOT_SEGMENTS and isinstance(v, str | int | bool):
+                    values.setdefault(k, set()).add(v)
+        assert segment_fields(meta) == sorted(k for k, v in values.items() if 2 <= len(v) <= 50)
+        for name in ("language", "tier", "flag", "note"):
+            labels = segment_labels(meta, name, max_values=2)
+            from collections import Counter
+            raw = ["(missing)" if m.get(name) in (None, "") else str(m.get(name)) for m in meta_rows]
+            top = {v for v, _ in Counter(raw).most_common(2)}
+            assert labels.tolist() == [v if v in top else "(other)" for v in raw], name
+        records = pa.chunked_array([pa.array([f"r{i}" for i in range(len(meta_rows))])])
+        assert meta.cluster_keys(records).to_pylist() == [cluster_of(f"r{i}", m) for i, m in enumerate(meta_rows)]
+
+
+@pytest.mark.parametrize("event_rate", [0.002, 0.3])  # sparse events (resampled exactly) and common (normal limit)
+def test_large_bootstrap_matches_the_exact_cluster_bootstrap(event_rate: float) -> None:
+    from deploysim.evaluate.stats import paired
+
+    rng = np.random.default_rng(0)
+    c = 12_000
+    w = rng.choice([1.0, 2.0], c)
+    a = w * (rng.random(c) < event_rate)
+    b = w * (rng.random(c) < event_rate * 1.5)
+    big = paired._large_bootstrap_sums(np.random.default_rng(1), 4000, w, a, b)
+    exact: list[list[np.ndarray]] = [[], [], []]
+    for _ in range(10):  # exact resampling, 4,000 replicates
+        picks = rng.integers(0, c, (400, c))
+        for i, v in enumerate((w, a, b)):
+            exact[i].append(v[picks].sum(axis=1))
+    for got, want in zip(big, (np.concatenate(e) for e in exact), strict=True):
+        assert abs(got.mean() - want.mean()) < 0.05 * want.std() + 1e-9
+        assert got.std() == pytest.approx(want.std(), rel=0.08)
+        assert np.quantile(got, 0.975) - np.quantile(got, 0.025) == pytest.approx(
+            np.quantile(want, 0.975) - np.quantile(want, 0.025), rel=0.1)
+    assert c > paired.EXACT_MAX_CLUSTERS  # bootstrap_sums takes this path at this size

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from deploysim.evaluate.stats.calibration import Calibration, load_calibration
 from deploysim.evaluate.stats.correction import CorrectedRate, GraderValidation, corrected_rate, load_validation
-from deploysim.evaluate.stats.data import LOGGED, RunData, load_run
+from deploysim.evaluate.stats.data import LOGGED, Metadata, RunData, load_run
 from deploysim.evaluate.stats.floor import DEFAULT_POWER, detection_floor
 from deploysim.evaluate.stats.paired import DEFAULT_BOOT, PairedComparison, call_directions, compare_paired
 from deploysim.evaluate.stats.rates import RateEstimate, aggregate, weighted_rate
@@ -110,24 +110,29 @@ def _roles(deployments: list[str], baseline: str | None, candidate: str | None) 
     return baseline, candidate
 
 
-def segment_fields(metadata: list[dict[str, Any]], max_values: int = 50) -> list[str]:
+def segment_fields(metadata: Metadata | list[dict[str, Any]], max_values: int = 50) -> list[str]:
     """Metadata fields worth a breakdown: scalar, with 2..max_values distinct values."""
-    values: dict[str, set[Any]] = {}
-    for meta in metadata:
-        for key, value in meta.items():
-            if key in _NOT_SEGMENTS or not isinstance(value, str | int | bool):
-                continue
-            seen = values.setdefault(key, set())
-            if len(seen) <= max_values:
-                seen.add(value)
-    return sorted(k for k, v in values.items() if 2 <= len(v) <= max_values)
+    if not isinstance(metadata, Metadata):
+        metadata = Metadata(metadata)
+    return metadata.fields(max_values, _NOT_SEGMENTS)
 
 
-def segment_labels(metadata: list[dict[str, Any]], name: str, max_values: int = MAX_SEGMENT_VALUES) -> np.ndarray:
-    raw = [meta.get(name) for meta in metadata]
-    labels = [MISSING if v is None or v == "" else str(v) for v in raw]
-    top = {v for v, _ in Counter(labels).most_common(max_values)}
-    return np.array([v if v in top else OTHER for v in labels], dtype=object)
+def segment_labels(metadata: Metadata | list[dict[str, Any]], name: str,
+                   max_values: int = MAX_SEGMENT_VALUES) -> np.ndarray:
+    if not isinstance(metadata, Metadata):
+        metadata = Metadata(metadata)
+    codes, distinct = metadata.values(name)
+    names = [str(v) for v in distinct]
+    # one label per distinct string (values 1 and "1" are one label, as before)
+    label_of = {n: i for i, n in reversed(list(enumerate(names)))}
+    code_label = np.array([label_of[n] for n in names] + [-1], np.int64)  # index -1 -> missing
+    labels_code = code_label[codes]
+    # the top values by count, ties in order of first appearance (as Counter.most_common)
+    present, first, count = np.unique(labels_code, return_index=True, return_counts=True)
+    ranked = sorted(zip(present.tolist(), first.tolist(), count.tolist(), strict=True), key=lambda t: (-t[2], t[1]))
+    top = {MISSING if k == -1 else names[k] for k, _, _ in ranked[:max_values]}
+    table = np.array([n if n in top else OTHER for n in names] + [MISSING if MISSING in top else OTHER], dtype=object)
+    return table[labels_code]
 
 
 def _checks(run_dir: Path, validation: Path | dict[str, GraderValidation] | None) -> dict[str, GraderValidation]:

@@ -8,7 +8,7 @@ results name it, else the one with the most verdicts (others are listed in notes
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from deploysim.core.schema import LOGGED
@@ -30,7 +31,7 @@ class RunData:
     weights: np.ndarray
     clusters: np.ndarray  # int codes; cluster = metadata conversation_id, else record_id
     n_clusters: int
-    metadata: list[dict[str, Any]]
+    metadata: Metadata
     outcomes: dict[str, dict[str, np.ndarray]]  # behaviour -> deployment -> float per point (NaN = none)
     graders: dict[str, str]
     errors: dict[str, dict[str, int]]  # behaviour -> deployment -> verdicts without a decision
@@ -50,6 +51,133 @@ def cluster_of(record_id: str, metadata: dict[str, Any]) -> str:
     return str(conv) if conv not in (None, "") else str(record_id)
 
 
+class Metadata:
+    """Points' metadata, kept as the compact JSON column and read field by field when needed.
+
+    A 1.3M-point run's metadata as Python dicts takes gigabytes; as JSON text it takes tens
+    of megabytes, and each question (segment fields, one field's labels, clusters) is one
+    streaming parse that keeps only small integer codes.
+    """
+
+    def __init__(self, column: pa.ChunkedArray | list[dict[str, Any]]) -> None:
+        if isinstance(column, list):  # already parsed (tests, small callers)
+            column = pa.chunked_array([pa.array([orjson.dumps(m).decode() for m in column], pa.string())])
+        self.column = column
+
+    @classmethod
+    def read(cls, points_path: Path) -> Metadata:
+        return cls(pq.read_table(points_path, columns=["metadata_json"])["metadata_json"])
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for chunk in self.column.chunks:
+            for raw in chunk.to_pylist():
+                yield orjson.loads(raw) if raw else {}
+
+    def _arrow(self) -> pa.Table | None:
+        """The metadata as Arrow columns, parsed in C++; None when the JSON does not fit one schema."""
+        if not hasattr(self, "_table"):
+            self._table: pa.Table | None = None
+            try:
+                lines = pc.binary_join_element_wise(pc.fill_null(self.column, "{}"), "\n", "").combine_chunks()
+                buffers = lines.buffers()
+                width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+                offsets = np.frombuffer(buffers[1], dtype=width)[lines.offset: lines.offset + len(lines) + 1]
+                data = buffers[2]
+                if len(lines) and data is not None:
+                    body = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+                    table = pa_json.read_json(pa.BufferReader(body),
+                                              read_options=pa_json.ReadOptions(block_size=1 << 22, use_threads=False))
+                    if table.num_rows == len(self):
+                        self._table = table
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                self._table = None
+        return self._table
+
+    def _column(self, name: str) -> pa.ChunkedArray | None:
+        """A field's Arrow column when its type keeps Python's values exactly (str, int, bool)."""
+        table = self._arrow()
+        if table is None or name not in table.column_names:
+            return None
+        column = table[name]
+        if pa.types.is_string(column.type) or pa.types.is_int64(column.type) or pa.types.is_boolean(column.type):
+            return column
+        return None
+
+    def fields(self, max_values: int, exclude: set[str]) -> list[str]:
+        """Scalar (str, int, bool) fields with 2..max_values distinct values."""
+        table = self._arrow()
+        if table is None or any(self._column(n) is None and n not in exclude for n in table.column_names):
+            return self._fields_python(max_values, exclude)
+        out = []
+        for name in table.column_names:
+            if name in exclude:
+                continue
+            distinct = pc.count_distinct(self._column(name), mode="only_valid").as_py()
+            if 2 <= distinct <= max_values:
+                out.append(name)
+        return sorted(out)
+
+    def _fields_python(self, max_values: int, exclude: set[str]) -> list[str]:
+        values: dict[str, set[Any]] = {}
+        for meta in self:
+            for key, value in meta.items():
+                if key in exclude or not isinstance(value, str | int | bool):
+                    continue
+                seen = values.setdefault(key, set())
+                if len(seen) <= max_values:
+                    seen.add(value)
+        return sorted(k for k, v in values.items() if 2 <= len(v) <= max_values)
+
+    def values(self, name: str) -> tuple[np.ndarray, list[Any]]:
+        """(code per point, distinct values by code, in order of appearance): code -1 = missing or empty."""
+        column = self._column(name)
+        if column is not None:
+            if pa.types.is_string(column.type):
+                column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+            encoded = pc.dictionary_encode(column).combine_chunks() if len(column) else None
+            if encoded is None:
+                return np.zeros(0, np.int64), []
+            codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            return codes, encoded.dictionary.to_pylist()
+        return self._values_python(name)
+
+    def _values_python(self, name: str) -> tuple[np.ndarray, list[Any]]:
+        codes = np.full(len(self), -1, np.int64)
+        seen: dict[Any, int] = {}
+        distinct: list[Any] = []
+        for i, meta in enumerate(self):
+            value = meta.get(name)
+            if value is None or value == "":
+                continue
+            key = (type(value).__name__, value) if isinstance(value, str | int | float | bool) else (
+                "json", orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
+            code = seen.get(key)
+            if code is None:
+                code = seen[key] = len(distinct)
+                distinct.append(value)
+            codes[i] = code
+        return codes, distinct
+
+    def cluster_keys(self, record_ids: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+        """Cluster = metadata conversation_id, else record_id (as cluster_of)."""
+        column = self._column("conversation_id")
+        records = pc.cast(record_ids, pa.string())
+        if column is not None:
+            conv = pc.cast(column, pa.string()) if not pa.types.is_boolean(column.type) else None
+            if conv is not None:
+                conv = pc.if_else(pc.equal(conv, ""), pa.scalar(None, pa.string()), conv)
+                return pc.coalesce(conv, records)
+        elif (table := self._arrow()) is not None and "conversation_id" not in table.column_names:
+            return records
+        codes, distinct = self._values_python("conversation_id")
+        names = [str(v) for v in distinct]
+        return pa.array([names[c] if c >= 0 else str(r) for c, r in zip(codes.tolist(), records.to_pylist(),
+                                                                        strict=True)], pa.string())
+
+
 def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
              graders: Sequence[str] | None = None) -> RunData:
     """Read points and verdicts of a finished run (verdicts.parquet is written by the graders).
@@ -62,13 +190,12 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
         raise RunDirError(f"{run_dir}: no points.parquet; is this a finished run directory?")
     if not verdicts_path.is_file():
         raise RunDirError(f"{run_dir}: no verdicts.parquet; grade the run first")
-    points = pq.read_table(points_path, columns=["point_id", "record_id", "metadata_json", "weight"])
+    points = pq.read_table(points_path, columns=["point_id", "record_id", "weight"])
     point_ids = points["point_id"].combine_chunks()
-    metadata = [orjson.loads(m) if m else {} for m in points["metadata_json"].to_pylist()]
-    record_ids = points["record_id"].to_pylist()
-    _, clusters = np.unique(np.array([cluster_of(r, m) for r, m in zip(record_ids, metadata, strict=True)],
-                                     dtype=object), return_inverse=True)
+    metadata = Metadata.read(points_path)
+    clusters = dense_codes(metadata.cluster_keys(points["record_id"]))
     weights = points["weight"].to_numpy(zero_copy_only=False).astype(float)
+    del points
     bad = ~(np.isfinite(weights) & (weights >= 0))
     if bad.any():  # a NaN or infinite weight would make every rate and interval meaningless
         first = int(np.flatnonzero(bad)[0])
@@ -76,63 +203,121 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
                           f">= 0 (first: point {point_ids[first]}, weight {weights[first]}); "
                           "fix the records' sampling_weight and run again")
     n = len(point_ids)
-
-    verdicts = pq.read_table(verdicts_path, columns=["point_id", "deployment", "behaviour", "grader", "flagged"])
-    if graders is not None:
-        verdicts = verdicts.filter(pc.is_in(verdicts["grader"], pa.array(list(graders), pa.string())))
     config = read_config(run_dir)  # a run written by a newer deploysim is refused here, never misread
     notes: list[str] = []
-    chosen = _choose_graders(verdicts, preferred_graders or {}, notes)
+    tallies, unknown = _tally_verdicts(verdicts_path, point_ids, graders)
+    if unknown:
+        notes.append(f"{unknown} verdict groups name points not in points.parquet: ignored")
+    counts = {key: int(t.verdicts) for key, t in tallies.items()}
+    chosen = _choose_graders(counts, preferred_graders or {}, notes)
     others: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     outcomes: dict[str, dict[str, np.ndarray]] = {}
     errors: dict[str, dict[str, int]] = {}
-    flagged = pc.cast(verdicts["flagged"], pa.float64())
-    verdicts = verdicts.set_column(verdicts.schema.get_field_index("flagged"), "flagged", flagged)
-    verdicts = verdicts.append_column("undecided", pc.cast(pc.is_null(flagged), pa.int64()))
-    grouped = verdicts.group_by(["behaviour", "grader", "deployment", "point_id"]).aggregate(
-        [("flagged", "mean"), ("undecided", "sum")])
-    index = _positions(grouped["point_id"], point_ids)
-    unknown = int(np.isnan(index).sum())
-    if unknown:
-        notes.append(f"{unknown} verdict groups name points not in points.parquet: ignored")
-    beh = grouped["behaviour"].to_numpy(zero_copy_only=False)
-    grd = grouped["grader"].to_numpy(zero_copy_only=False)
-    dep = grouped["deployment"].to_numpy(zero_copy_only=False)
-    mean = grouped["flagged_mean"].to_numpy(zero_copy_only=False).astype(float)
-    undecided = grouped["undecided_sum"].to_numpy(zero_copy_only=False).astype(int)
     deployments: set[str] = set()
-    for behaviour, grader in sorted(set(zip(beh.tolist(), grd.tolist(), strict=True))):
-        mask = (beh == behaviour) & (grd == grader) & ~np.isnan(index)
+    for (behaviour, grader) in sorted(tallies):
+        tally = tallies.pop((behaviour, grader))
         analysed = chosen.get(behaviour) == grader
-        for d in np.unique(dep[mask]):
-            m = mask & (dep == d)
-            column = np.full(n, np.nan)
-            column[index[m].astype(int)] = mean[m]
+        for d in sorted(tally.by_deployment):
+            flagged, decided, undecided = tally.by_deployment.pop(d)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                column = np.where(decided > 0, flagged / np.maximum(decided, 1), np.nan)
             if not analysed:
-                others.setdefault((behaviour, grader), {})[str(d)] = column
+                others.setdefault((behaviour, grader), {})[d] = column
                 continue
-            outcomes.setdefault(behaviour, {})[str(d)] = column
-            errors.setdefault(behaviour, {})[str(d)] = int(undecided[m].sum())
-            deployments.add(str(d))
+            outcomes.setdefault(behaviour, {})[d] = column
+            errors.setdefault(behaviour, {})[d] = undecided
+            deployments.add(d)
     ordered = [d["name"] for d in config.get("deployments", []) if isinstance(d, dict) and d.get("name") in deployments]
     ordered += sorted(deployments - set(ordered) - {LOGGED})
     if LOGGED in deployments:
         ordered.append(LOGGED)
-    return RunData(run_dir, point_ids, weights, clusters.astype(np.int64), int(clusters.max()) + 1 if n else 0,
-                   metadata, outcomes, chosen, errors, ordered, config, notes, others)
+    n_clusters = int(clusters.max()) + 1 if n else 0
+    return RunData(run_dir, point_ids, weights, clusters, n_clusters, metadata, outcomes, chosen, errors, ordered,
+                   config, notes, others)
 
 
-def _positions(values: pa.ChunkedArray, value_set: pa.Array) -> np.ndarray:
-    """Positions of ``values`` in ``value_set`` as floats, NaN where absent."""
-    idx = pc.index_in(values, value_set=value_set)
-    return pc.fill_null(pc.cast(idx, pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+def dense_codes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Integer codes 0..k-1 for ``keys`` in sorted key order (as np.unique(return_inverse=True))."""
+    encoded = pc.dictionary_encode(keys)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.unify_dictionaries().combine_chunks() if encoded.num_chunks else pa.array(
+            [], pa.dictionary(pa.int32(), pa.string()))
+    dictionary = encoded.dictionary
+    rank = np.empty(len(dictionary), np.int64)
+    rank[np.asarray(pc.sort_indices(dictionary))] = np.arange(len(dictionary))
+    return rank[encoded.indices.to_numpy(zero_copy_only=False)] if len(encoded) else np.zeros(0, np.int64)
 
 
-def _choose_graders(verdicts: pa.Table, preferred: dict[str, str], notes: list[str]) -> dict[str, str]:
-    counts = verdicts.group_by(["behaviour", "grader"]).aggregate([("point_id", "count")]).to_pylist()
+class _Tally:
+    """Per (behaviour, grader): per deployment, counts per point (flagged, decided) and undecided total."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.verdicts = 0
+        self.by_deployment: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+
+    def add(self, deployment: str, index: np.ndarray, flagged: np.ndarray, decided: np.ndarray) -> None:
+        if deployment not in self.by_deployment:
+            self.by_deployment[deployment] = (np.zeros(self.n, np.uint16), np.zeros(self.n, np.uint16), 0)
+        f, d, undecided = self.by_deployment[deployment]
+        f += np.bincount(index, weights=flagged, minlength=self.n).astype(np.uint16)
+        d += np.bincount(index, weights=decided, minlength=self.n).astype(np.uint16)
+        self.by_deployment[deployment] = (f, d, undecided + int((~decided).sum()))
+
+
+VERDICT_BATCH = 1 << 16
+
+
+def _tally_verdicts(path: Path, point_ids: pa.Array, graders: Sequence[str] | None
+                    ) -> tuple[dict[tuple[str, str], _Tally], int]:
+    """Stream verdicts.parquet once, a batch at a time, into per-point counts: memory ~ points, not verdicts.
+
+    Returns the tallies and the number of (behaviour, grader, deployment, point) groups
+    naming a point that is not in points.parquet.
+    """
+    n = len(point_ids)
+    tallies: dict[tuple[str, str], _Tally] = {}
+    keep = pa.array(list(graders), pa.string()) if graders is not None else None
+    unknown_groups: set[tuple[str, str, str, str]] = set()
+    source = pq.ParquetFile(path)
+    for batch in source.iter_batches(columns=["point_id", "deployment", "behaviour", "grader", "flagged"],
+                                     batch_size=VERDICT_BATCH, use_threads=False):
+        table = pa.Table.from_batches([batch])
+        if keep is not None:
+            table = table.filter(pc.is_in(table["grader"], keep))
+        index = pc.index_in(table["point_id"], value_set=point_ids)
+        missing = pc.is_null(index)
+        if pc.any(missing).as_py():
+            lost = table.filter(missing)
+            unknown_groups.update(zip(*(lost[c].to_pylist() for c in ("behaviour", "grader", "deployment",
+                                                                         "point_id")), strict=True))
+        idx = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        flagged = table["flagged"]
+        decided = pc.is_valid(flagged).to_numpy(zero_copy_only=False)
+        yes = pc.fill_null(flagged, False).to_numpy(zero_copy_only=False)
+        # one integer per (behaviour, grader, deployment): grouping by integer compares, not strings
+        codes, names = [], []
+        for column in ("behaviour", "grader", "deployment"):
+            encoded = pc.dictionary_encode(table[column]).combine_chunks()
+            codes.append(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+            names.append(encoded.dictionary.to_pylist())
+        key = (codes[0] * len(names[1]) + codes[1]) * len(names[2]) + codes[2]
+        for k in np.unique(key).tolist():
+            mask = key == k
+            b, rest = divmod(k, len(names[1]) * len(names[2]))
+            g, d = divmod(rest, len(names[2]))
+            tally = tallies.setdefault((names[0][b], names[1][g]), _Tally(n))
+            tally.verdicts += int(mask.sum())  # unknown points count here, as they always did for the choice
+            mask &= idx >= 0
+            if mask.any():
+                tally.add(names[2][d], idx[mask], yes[mask], decided[mask])
+    return tallies, len(unknown_groups)
+
+
+def _choose_graders(counts: dict[tuple[str, str], int], preferred: dict[str, str], notes: list[str]) -> dict[str, str]:
     by_behaviour: dict[str, dict[str, int]] = {}
-    for row in counts:
-        by_behaviour.setdefault(row["behaviour"], {})[row["grader"]] = row["point_id_count"]
+    for (behaviour, grader), count in counts.items():
+        by_behaviour.setdefault(behaviour, {})[grader] = count
     chosen: dict[str, str] = {}
     for behaviour, graders in sorted(by_behaviour.items()):
         want = preferred.get(behaviour)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from deploysim.evaluate.stats.rates import aggregate, is_simple
+from deploysim.evaluate.stats.rates import aggregate, dense, is_simple
 
 UP, DOWN, NO_CHANGE = "up", "down", "no detectable change"
 DEFAULT_BOOT = 2000
@@ -57,9 +57,18 @@ class PairedComparison:
         return out
 
 
+#: Above this many clusters the bootstrap draws its replicates without resampling every cluster
+#: (O(n_boot x clusters) is minutes at a million conversations): see _large_bootstrap_sums.
+EXACT_MAX_CLUSTERS = 10_000
+#: Clusters with an event up to which those are still resampled one by one in a large sample.
+SPARSE_MAX_CLUSTERS = 5_000
+
+
 def bootstrap_sums(rng: np.random.Generator, n_boot: int, *per_cluster: np.ndarray) -> list[np.ndarray]:
     """Cluster-bootstrap replicates of sums: for each array, ``n_boot`` resampled totals."""
     n_clusters = len(per_cluster[0])
+    if n_clusters > EXACT_MAX_CLUSTERS:
+        return _large_bootstrap_sums(rng, n_boot, *per_cluster)
     out: list[list[np.ndarray]] = [[] for _ in per_cluster]
     chunk = max(1, min(n_boot, _CHUNK_CELLS // max(n_clusters, 1)))
     done = 0
@@ -70,6 +79,44 @@ def bootstrap_sums(rng: np.random.Generator, n_boot: int, *per_cluster: np.ndarr
             out[i].append(np.asarray(values, float)[picks].sum(axis=1))
         done += size
     return [np.concatenate(parts) for parts in out]
+
+
+def _large_bootstrap_sums(rng: np.random.Generator, n_boot: int, *per_cluster: np.ndarray) -> list[np.ndarray]:
+    """The same replicates' distribution in O(clusters + n_boot x clusters-with-events).
+
+    A bootstrap total is sum_c N_c v_c with N ~ Multinomial(C, 1/C). The first array
+    (weights) is non-zero everywhere; the others (weighted outcomes) only in the s
+    clusters with an event. Split the C draws: M ~ Binomial(C, s/C) land on event
+    clusters and are resampled exactly, one by one; the other C - M draw weights
+    from clusters without events, whose total is normal by the CLT at C > 50,000
+    draws (exact when those weights are equal). When events are common too
+    (s > 5,000), every total is drawn from the bootstrap's normal limit, the
+    multivariate normal with mean C * mean(v) and covariance C * cov(v).
+    """
+    values = [np.asarray(v, float) for v in per_cluster]
+    n_clusters = len(values[0])
+    events = np.zeros(n_clusters, bool)
+    for v in values[1:]:
+        events |= v != 0
+    s = int(events.sum())
+    if s > SPARSE_MAX_CLUSTERS:
+        stacked = np.vstack(values)
+        mean = stacked.mean(axis=1)
+        cov = np.atleast_2d(np.cov(stacked, bias=True))
+        draws = rng.multivariate_normal(n_clusters * mean, n_clusters * cov, size=n_boot, method="eigh")
+        return [draws[:, i] for i in range(len(values))]
+    hit = [v[events] for v in values]
+    quiet = values[0][~events]
+    mu, sd = (float(quiet.mean()), float(quiet.std())) if len(quiet) else (0.0, 0.0)
+    landed = rng.binomial(n_clusters, s / n_clusters, size=n_boot)
+    out = [np.zeros(n_boot) for _ in values]
+    for r, m in enumerate(landed.tolist()):
+        picks = rng.integers(0, s, m) if s else np.zeros(0, np.int64)
+        for i, v in enumerate(hit):
+            out[i][r] = v[picks].sum()
+    rest = n_clusters - landed
+    out[0] += rest * mu + (rng.standard_normal(n_boot) * sd * np.sqrt(rest) if sd > 0 else 0.0)
+    return out
 
 
 def percentile_interval(reps: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -127,8 +174,7 @@ def compare_paired(behaviour: str, reference: str, subject: str, y_ref: np.ndarr
     if n == 0:
         return PairedComparison(behaviour, reference, subject, 0, 0, None, None, None, None, None, None, None,
                                 None, 0, 0, None, None, "none")
-    _, codes = np.unique(cluster, return_inverse=True)
-    c = int(codes.max()) + 1
+    codes, c = dense(cluster)
     wc, ac, bc = aggregate(w, codes, c), aggregate(w * y_ref, codes, c), aggregate(w * y_sub, codes, c)
     rate_ref, rate_sub = float(ac.sum() / wc.sum()), float(bc.sum() / wc.sum())
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -139,7 +185,7 @@ def compare_paired(behaviour: str, reference: str, subject: str, y_ref: np.ndarr
     only_ref = only_sub = 0
     if binary:
         mc_p, only_ref, only_sub = mcnemar_exact(y_ref, y_sub)
-    if binary and is_simple(y_ref, w, codes):
+    if binary and is_simple(y_ref, w, codes, c):
         p_value, method = mc_p, "mcnemar-exact"
     else:
         p_value, method = cluster_z_pvalue(wc, ac, bc), "cluster-z"
