@@ -116,3 +116,37 @@ def test_large_bootstrap_matches_the_exact_cluster_bootstrap(event_rate: float) 
         assert np.quantile(got, 0.975) - np.quantile(got, 0.025) == pytest.approx(
             np.quantile(want, 0.975) - np.quantile(want, 0.025), rel=0.1)
     assert c > paired.EXACT_MAX_CLUSTERS  # bootstrap_sums takes this path at this size
+
+
+EXPECTED_VERDICTS = Path(__file__).parent / "fixtures" / "graders" / "bundled_verdicts.jsonl.gz"
+
+
+def _verdict_rows(results: dict[str, list]) -> list[dict]:
+    from tests.scale_items import bundled_items
+
+    items = bundled_items()
+    rows = []
+    for name, per_item in results.items():
+        for it, decisions in zip(items, per_item, strict=True):
+            rows.extend({"point_id": it.point_id, "deployment": it.deployment, "grader": name,
+                         "behaviour": d.behaviour, "flagged": d.flagged, "score": d.score, "rationale": d.rationale}
+                        for d in decisions)
+    return rows
+
+
+def test_default_graders_give_the_verdicts_they_gave_before_the_speed_work() -> None:
+    """The fixture holds the default set's verdicts on the bundled sample, written by main's code
+    before the graders were optimised (issue 13 item 4): every decision, score and rationale is equal."""
+    import asyncio
+    import gzip
+
+    import orjson
+
+    from deploysim.evaluate.graders import DEFAULT_GRADERS, create_grader
+    from tests.scale_items import bundled_items
+
+    items = bundled_items()
+    got = _verdict_rows({n: asyncio.run(create_grader(n).grade(items)) for n in DEFAULT_GRADERS})
+    want = [orjson.loads(line) for line in gzip.open(EXPECTED_VERDICTS)]
+    assert len(got) == len(want) == 4752
+    assert got == want

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -138,16 +139,36 @@ def _prose(text: str) -> str:
     return re.sub(r"\"[^\"\n]{1,80}\"|“[^”\n]{1,80}”|«[^»\n]{1,80}»|(?<![\w])'[^'\n]{1,60}'(?![\w])", " ", text)
 
 
-def dominant_script(text: str) -> str:
-    """The writing system most letters use (LATIN, CYRILLIC, CJK, ...): robust where langid is unsure."""
+@functools.lru_cache(maxsize=1 << 16)
+def _script(ch: str) -> str | None:
+    """The writing system of one character (LATIN, CYRILLIC, CJK, ...); None for non-letters."""
     import unicodedata
 
+    return unicodedata.name(ch, "UNKNOWN").split(" ")[0] if ch.isalpha() else None
+
+
+def letter_count(text: str) -> int:
+    """sum(ch.isalpha() for ch in text), counting each distinct character once (Counter runs in C)."""
+    return sum(n for ch, n in Counter(text).items() if ch.isalpha())
+
+
+def dominant_script(text: str) -> str:
+    """The writing system most letters use (LATIN, CYRILLIC, CJK, ...): robust where langid is unsure."""
     counts: dict[str, int] = {}
-    for ch in text[:2000]:
-        if ch.isalpha():
-            script = unicodedata.name(ch, "UNKNOWN").split(" ")[0]
-            counts[script] = counts.get(script, 0) + 1
+    for ch, n in Counter(text[:2000]).items():  # distinct characters in order of first appearance
+        script = _script(ch)
+        if script is not None:
+            counts[script] = counts.get(script, 0) + n
     return max(counts, key=counts.__getitem__) if counts else "NONE"
+
+
+@functools.lru_cache(maxsize=64)  # a point's request is classified once for all its replies
+def _classify_cached(identifier: Any, min_letters: int, text: str) -> tuple[str | None, float]:
+    prose = _prose(text)[:600]
+    if letter_count(prose) < min_letters:
+        return None, 0.0
+    lang, prob = identifier.classify(prose)
+    return lang, float(prob)
 
 
 class LanguageGrader(BaseGrader):
@@ -163,11 +184,7 @@ class LanguageGrader(BaseGrader):
         self._identifier = _langid()
 
     def _classify(self, text: str) -> tuple[str | None, float]:
-        prose = _prose(text[:3000])[:600]
-        if sum(ch.isalpha() for ch in prose) < self.min_letters:
-            return None, 0.0
-        lang, prob = self._identifier.classify(prose)
-        return lang, float(prob)
+        return _classify_cached(self._identifier, self.min_letters, text[:3000])
 
     def grade_one(self, item: GradeItem) -> list[Decision]:
         request = item.last_user()

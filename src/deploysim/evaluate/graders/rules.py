@@ -354,7 +354,7 @@ class DegenerateGrader(BaseGrader):
             ratio, count, line = repetition_stats(text)
             n_tokens = len(words(text))
             run = re.search(r"(.)\1{24,}", text)
-            letters = sum(ch.isalpha() for ch in stripped)
+            letters = sum(n for ch, n in Counter(stripped).items() if ch.isalpha())
             if special := _SPECIAL_TOKEN.search(text):
                 degenerate = Decision("degenerate_output", True, 0.9, f"chat-template token {special.group(0)!r}")
             elif n_tokens >= self.min_tokens and ratio < self.min_distinct_ratio:
