@@ -150,3 +150,33 @@ def test_default_graders_give_the_verdicts_they_gave_before_the_speed_work() -> 
     want = [orjson.loads(line) for line in gzip.open(EXPECTED_VERDICTS)]
     assert len(got) == len(want) == 4752
     assert got == want
+
+
+def test_grading_in_worker_processes_gives_the_single_process_verdicts(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from deploysim.evaluate.graders.run import grade_run
+
+    one = build_run(tmp_path / "one", {"refusal": (0.1, 0.2)}, n_points=300, max_chars=600)
+    (one / "verdicts.parquet").unlink()
+    two = tmp_path / "two"
+    shutil.copytree(one, two)
+    forks = []
+    real = grade_mod._Pool.__init__
+
+    def spy(self, graders, workers):  # type: ignore[no-untyped-def]
+        forks.append(workers)
+        real(self, graders, workers)
+
+    monkeypatch.setattr(grade_mod._Pool, "__init__", spy)
+    a = grade_run(one, None, show_progress=False, workers=1)
+    b = grade_run(two, None, show_progress=False, workers=2)
+    assert forks == [2]  # 600 replies >= POOL_MIN_ITEMS: the second ran in two processes
+    assert a["rates"] == b["rates"] and a["verdicts"] == b["verdicts"] == 600 * 11
+
+    def table(run: Path) -> list[dict]:
+        rows = pq.read_table(run / "verdicts.parquet").to_pylist()
+        return sorted(rows, key=lambda r: (r["point_id"], r["deployment"], r["grader"], r["behaviour"]))
+
+    assert table(one) == table(two)

@@ -215,15 +215,107 @@ def done_verdicts(run_dir: Path) -> set[str]:
     return _done_keys(RunStore(run_dir).journal_file("verdicts", key="point_id"))
 
 
+#: Graders the worker processes run: set in the parent just before the pool forks, inherited.
+_POOLED: list[Grader] = []
+#: Grading spreads over worker processes from this many replies up (below, forking costs more than it saves).
+POOL_MIN_ITEMS = 2 * BATCH
+
+
+def _pool_grade(job: tuple[list[int], list[list[int]], list[GradeItem]]) -> list[list[dict[str, Any]] | str]:
+    """In a worker: pooled graders ``which`` on their ``todo`` items; journal rows per grader, or its error."""
+    which, todos, items = job
+    out: list[list[dict[str, Any]] | str] = []
+    for gi, todo in zip(which, todos, strict=True):
+        g = _POOLED[gi]
+        subset = [items[i] for i in todo]
+        try:
+            results = asyncio.run(g.grade(subset)) if subset else []
+            if len(results) != len(subset):
+                raise RuntimeError(f"returned {len(results)} results for {len(subset)} items")
+        except Exception as exc:  # a broken grader is recorded, not fatal (rule 3)
+            out.append(f"grader {g.name} failed: {type(exc).__name__}: {exc}"[:500])
+            continue
+        out.append([v.model_dump(mode="json") for item, decisions in zip(subset, results, strict=True)
+                    for v in to_verdicts(g, item, decisions)])
+    return out
+
+
+class _Pool:
+    """Offline graders across worker processes: each batch is split among them, results come back
+    as journal rows. Forked (the graders' loaded models are inherited, not reloaded); where fork is
+    not available grading stays in one process."""
+
+    def __init__(self, graders: Sequence[Grader], workers: int) -> None:
+        import multiprocessing
+
+        from deploysim.evaluate.graders.base import registry
+
+        specs = registry()
+        self.indices = [i for i, g in enumerate(graders) if (spec := specs.get(g.name)) is not None and spec.offline]
+        self.workers = workers
+        _POOLED[:] = [graders[i] for i in self.indices]
+        self.pool = multiprocessing.get_context("fork").Pool(workers)
+
+    def grade(self, batch: list[GradeItem], todos: list[list[int]]) -> list[list[dict[str, Any]] | str]:
+        """Per pooled grader: journal rows for its ``todo`` items (in order), or an error message."""
+        size = -(-len(batch) // self.workers)
+        jobs = []
+        for lo in range(0, len(batch), size):
+            hi = min(len(batch), lo + size)
+            part = [[i - lo for i in todo if lo <= i < hi] for todo in todos]
+            jobs.append((list(range(len(todos))), part, batch[lo:hi]))
+        merged: list[list[dict[str, Any]] | str] = [[] for _ in todos]
+        for result in self.pool.map(_pool_grade, jobs):
+            for gi, rows in enumerate(result):
+                if isinstance(rows, str) or isinstance(merged[gi], str):
+                    merged[gi] = merged[gi] if isinstance(merged[gi], str) else rows
+                else:
+                    merged[gi].extend(rows)  # type: ignore[union-attr]
+        return merged
+
+    def close(self) -> None:
+        self.pool.close()
+        self.pool.join()
+        _POOLED.clear()
+
+
 async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: set[str],
-                       journal: JsonlJournal) -> int:
+                       journal: JsonlJournal, pool: _Pool | None = None) -> int:
     written = 0
-    for verdicts in await verdicts_for(graders, batch, done):
+    pooled: dict[int, list[dict[str, Any]] | str] = {}
+    if pool is not None:
+        todos = [[i for i, it in enumerate(batch) if _item_key(it.point_id, it.deployment, it.sample_index,
+                                                                graders[gi].name, str(graders[gi].version)) not in done]
+                 for gi in pool.indices]
+        if any(todos):
+            pooled = dict(zip(pool.indices, pool.grade(batch, todos), strict=True))
+    for gi, result in pooled.items():
+        if isinstance(result, str):  # the grader failed in a worker: error verdicts, as verdicts_for gives
+            g = graders[gi]
+            todo = [it for it in batch if _item_key(it.point_id, it.deployment, it.sample_index, g.name,
+                                                     str(g.version)) not in done]
+            result = [v.model_dump(mode="json") for item in todo
+                      for v in to_verdicts(g, item, [Decision(b, None, error=result) for b in g.behaviours])]
+        for row in result:
+            journal.append(row, flush=False)
+        written += len(result)
+    rest = [g for gi, g in enumerate(graders) if gi not in pooled and not (pool and gi in pool.indices)]
+    for verdicts in await verdicts_for(rest, batch, done):
         for verdict in verdicts:
             journal.append(verdict.model_dump(mode="json"), flush=False)
             written += 1
-        journal.flush()
+    journal.flush()
     return written
+
+
+def default_workers() -> int:
+    """All the cores this process may use."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _finalise(run_dir: Path, journal: JsonlJournal) -> int:
@@ -238,20 +330,21 @@ def _finalise(run_dir: Path, journal: JsonlJournal) -> int:
 
 
 def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None = None,
-              show_progress: bool = True, cache: bool = True) -> dict[str, Any]:
+              show_progress: bool = True, cache: bool = True, workers: int | None = None) -> dict[str, Any]:
     """Grade every reply in ``run_dir`` with the named graders; resumable; returns the rates.
 
     ``grader_names`` None means DEFAULT_GRADERS. Entries may be registry names, YAML
     files (``graders: [...]``) or ``{name, params}`` mappings. ``judge`` is the model id
     handed to LLM-judge graders; their calls go through a model service with the run's saved
     ``cache`` and ``cache_path`` (``cache=False``: none read or written, as ``--no-cache``).
+    ``workers``: processes for the offline graders (None: all cores).
     """
     config = read_config(Path(run_dir))  # a run written by a newer deploysim is refused here
     service = ModelService(cache=cache and bool(config.get("cache", True)), cache_path=config.get("cache_path"))
 
     async def grade() -> dict[str, Any]:
         try:
-            return await grade_run_async(Path(run_dir), grader_names, judge, service, show_progress)
+            return await grade_run_async(Path(run_dir), grader_names, judge, service, show_progress, workers)
         finally:
             await service.aclose()
 
@@ -259,11 +352,12 @@ def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None =
 
 
 async def grade_run_async(run_dir: Path, grader_names: list[str] | None, judge: str | None,
-                          service: ModelService, show_progress: bool) -> dict[str, Any]:
+                          service: ModelService, show_progress: bool, workers: int | None = None) -> dict[str, Any]:
     graders = build_graders(list(grader_names) if grader_names else DEFAULT_GRADERS, judge=judge, service=service)
     started = time.time()
     ok, errored = _count_ok(run_dir)
-    n_verdicts, written = await grade_items(run_dir, graders, iter_grade_items(run_dir), ok, show_progress)
+    n_verdicts, written = await grade_items(run_dir, graders, iter_grade_items(run_dir), ok, show_progress,
+                                            workers)
     names = [g.name for g in graders]
     from deploysim.evaluate.stats.analysis import behaviour_rates  # numpy/scipy stack: only once grading ends
 
@@ -280,15 +374,23 @@ async def grade_run_async(run_dir: Path, grader_names: list[str] | None, judge: 
 
 
 async def grade_items(run_dir: Path, graders: Sequence[Grader], items: Iterable[GradeItem], total: int | None,
-                      show_progress: bool) -> tuple[int, int]:
+                      show_progress: bool, workers: int | None = None) -> tuple[int, int]:
     """Grade a stream of items into ``run_dir`` (journal, then verdicts.parquet); (verdicts, written now).
 
     Items stream in batches of ``BATCH``; a (reply, grader, version) the journal already
     holds without error is not graded again, so a killed grading resumes where it stopped.
+    Offline graders run in ``workers`` processes (None: all cores) when there are at least
+    POOL_MIN_ITEMS items; judges stay in this process.
     """
+    import multiprocessing
+
     journal = RunStore(run_dir).journal_file("verdicts", key="point_id")
+    workers = default_workers() if workers is None else workers
     with _grade_lock(Path(run_dir)):
         done = _done_keys(journal)
+        use_pool = (workers > 1 and (total or 0) >= POOL_MIN_ITEMS
+                    and "fork" in multiprocessing.get_all_start_methods())
+        pool = _Pool(graders, workers) if use_pool else None  # forked before the progress bar's thread starts
         progress = _progress(total, show_progress)
         written = 0
         try:
@@ -296,15 +398,17 @@ async def grade_items(run_dir: Path, graders: Sequence[Grader], items: Iterable[
                 batch: list[GradeItem] = []
                 for item in items:
                     batch.append(item)
-                    if len(batch) >= BATCH:
-                        written += await _grade_batch(graders, batch, done, journal)
+                    if len(batch) >= BATCH * (pool.workers if pool else 1):
+                        written += await _grade_batch(graders, batch, done, journal, pool)
                         progress(len(batch))
                         batch = []
                 if batch:
-                    written += await _grade_batch(graders, batch, done, journal)
+                    written += await _grade_batch(graders, batch, done, journal, pool)
                     progress(len(batch))
         finally:
             progress(None)
+            if pool is not None:
+                pool.close()
             for g in graders:
                 closer = getattr(g, "aclose", None)
                 if closer is not None:
