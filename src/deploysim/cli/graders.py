@@ -113,7 +113,10 @@ def validate_cmd(labels_path: str, grader_names: str | None, judge: str | None, 
 @click.option("--judge", help="Model id for LLM-judge graders, e.g. openai/gpt-4.1-mini.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the call cache (else: the run's setting).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, no_cache: bool, quiet: bool) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for the offline graders (default: all cores).")
+def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, no_cache: bool, quiet: bool,
+              workers: int | None) -> None:
     """Grade a finished run directory (resumable) into verdicts.parquet and print behaviour rates."""
     from deploysim.core.models import ModelIdError
     from deploysim.core.store import RunDirError, RunStore
@@ -125,7 +128,8 @@ def grade_cmd(run_dir: str, grader_names: str | None, judge: str | None, no_cach
 
         names = [*DEFAULT_GRADERS, "judge"]
     try:
-        grading = grade_run(Path(run_dir), names, judge=judge, show_progress=not quiet, cache=not no_cache)
+        grading = grade_run(Path(run_dir), names, judge=judge, show_progress=not quiet, cache=not no_cache,
+                            workers=workers)
     except (GraderError, ModelIdError, ImportError, RunDirError, GradeLockedError, ValueError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:  # a read-only or full run directory
