@@ -265,7 +265,7 @@ class _Tally:
         self.by_deployment[deployment] = (f, d, undecided + int((~decided).sum()))
 
 
-VERDICT_BATCH = 1 << 16
+VERDICT_BATCH = 1 << 18
 
 
 def _tally_verdicts(path: Path, point_ids: pa.Array, graders: Sequence[str] | None
@@ -277,37 +277,57 @@ def _tally_verdicts(path: Path, point_ids: pa.Array, graders: Sequence[str] | No
     """
     n = len(point_ids)
     tallies: dict[tuple[str, str], _Tally] = {}
-    keep = pa.array(list(graders), pa.string()) if graders is not None else None
+    keep = set(graders) if graders is not None else None
     unknown_groups: set[tuple[str, str, str, str]] = set()
-    source = pq.ParquetFile(path)
-    for batch in source.iter_batches(columns=["point_id", "deployment", "behaviour", "grader", "flagged"],
-                                     batch_size=VERDICT_BATCH, use_threads=False):
-        table = pa.Table.from_batches([batch])
-        if keep is not None:
-            table = table.filter(pc.is_in(table["grader"], keep))
-        index = pc.index_in(table["point_id"], value_set=point_ids)
-        missing = pc.is_null(index)
-        if pc.any(missing).as_py():
-            lost = table.filter(missing)
-            unknown_groups.update(zip(*(lost[c].to_pylist() for c in ("behaviour", "grader", "deployment",
-                                                                         "point_id")), strict=True))
-        idx = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        flagged = table["flagged"]
+    columns = ["point_id", "deployment", "behaviour", "grader", "flagged"]
+    source = pq.ParquetFile(path, read_dictionary=columns[:4])
+    # Pass 1: each batch's point-id dictionary (its distinct ids, ~ batch/replies-per-point), looked up in
+    # points.parquet's ids with one hash of them per million entries, not one per batch (that was O(N^2)).
+    positions: list[np.ndarray] = []
+    pending: list[pa.Array] = []
+
+    def lookup() -> None:
+        if pending:
+            found = pc.index_in(pa.concat_arrays(pending), value_set=point_ids)
+            flat = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            bounds = np.cumsum([0, *(len(d) for d in pending)])
+            positions.extend(flat[bounds[i]:bounds[i + 1]] for i in range(len(pending)))
+            pending.clear()
+
+    for batch in source.iter_batches(columns=["point_id"], batch_size=VERDICT_BATCH, use_threads=False):
+        pending.append(pc.cast(batch.column(0).dictionary, pa.string()))
+        if sum(len(d) for d in pending) >= max(n, 1 << 20):
+            lookup()
+    lookup()
+    for number, batch in enumerate(source.iter_batches(columns=columns, batch_size=VERDICT_BATCH,
+                                                       use_threads=False)):
+        ids = batch.column(0)
+        where = positions[number]
+        if len(where) != len(ids.dictionary):  # never expected: the same file read the same way
+            where = pc.fill_null(pc.index_in(pc.cast(ids.dictionary, pa.string()), value_set=point_ids),
+                                 -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        idx = where[ids.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+        flagged = batch.column(4)
         decided = pc.is_valid(flagged).to_numpy(zero_copy_only=False)
         yes = pc.fill_null(flagged, False).to_numpy(zero_copy_only=False)
         # one integer per (behaviour, grader, deployment): grouping by integer compares, not strings
         codes, names = [], []
-        for column in ("behaviour", "grader", "deployment"):
-            encoded = pc.dictionary_encode(table[column]).combine_chunks()
-            codes.append(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64))
-            names.append(encoded.dictionary.to_pylist())
+        for column in (batch.column(2), batch.column(3), batch.column(1)):
+            codes.append(column.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+            names.append(column.dictionary.to_pylist())
         key = (codes[0] * len(names[1]) + codes[1]) * len(names[2]) + codes[2]
         for k in np.unique(key).tolist():
-            mask = key == k
             b, rest = divmod(k, len(names[1]) * len(names[2]))
             g, d = divmod(rest, len(names[2]))
+            if keep is not None and names[1][g] not in keep:
+                continue
+            mask = key == k
             tally = tallies.setdefault((names[0][b], names[1][g]), _Tally(n))
             tally.verdicts += int(mask.sum())  # unknown points count here, as they always did for the choice
+            lost = mask & (idx < 0)
+            if lost.any():
+                unknown_groups.update((names[0][b], names[1][g], names[2][d], pid)
+                                      for pid in ids.take(pa.array(np.flatnonzero(lost))).to_pylist())
             mask &= idx >= 0
             if mask.any():
                 tally.add(names[2][d], idx[mask], yes[mask], decided[mask])
