@@ -180,3 +180,12 @@ def test_grading_in_worker_processes_gives_the_single_process_verdicts(tmp_path:
         return sorted(rows, key=lambda r: (r["point_id"], r["deployment"], r["grader"], r["behaviour"]))
 
     assert table(one) == table(two)
+
+
+def test_metadata_field_missing_everywhere_is_one_missing_segment() -> None:
+    from deploysim.evaluate.stats.analysis import segment_labels
+    from deploysim.evaluate.stats.data import Metadata
+
+    meta = Metadata([{"language": "en"}, {"language": "de"}])
+    assert meta.values("language")[1] == ["en", "de"]  # parsed by Arrow, JSON text dropped
+    assert segment_labels(meta, "tier").tolist() == ["(missing)", "(missing)"]

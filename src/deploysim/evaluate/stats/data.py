@@ -62,16 +62,18 @@ class Metadata:
     def __init__(self, column: pa.ChunkedArray | list[dict[str, Any]]) -> None:
         if isinstance(column, list):  # already parsed (tests, small callers)
             column = pa.chunked_array([pa.array([orjson.dumps(m).decode() for m in column], pa.string())])
-        self.column = column
+        self.column: pa.ChunkedArray | None = column
 
     @classmethod
     def read(cls, points_path: Path) -> Metadata:
         return cls(pq.read_table(points_path, columns=["metadata_json"])["metadata_json"])
 
     def __len__(self) -> int:
-        return len(self.column)
+        return len(self.column) if self.column is not None else self._rows
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.column is None:
+            raise RuntimeError("metadata JSON was dropped after Arrow parsed it; ask values() or fields()")
         for chunk in self.column.chunks:
             for raw in chunk.to_pylist():
                 yield orjson.loads(raw) if raw else {}
@@ -92,6 +94,11 @@ class Metadata:
                                               read_options=pa_json.ReadOptions(block_size=1 << 22, use_threads=False))
                     if table.num_rows == len(self):
                         self._table = table
+                        self._rows = table.num_rows
+                        simple = all(pa.types.is_string(t) or pa.types.is_int64(t) or pa.types.is_boolean(t)
+                                     for t in table.schema.types)
+                        if simple:  # every question is answered from the columns: drop the JSON text
+                            self.column = None
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 self._table = None
         return self._table
@@ -142,6 +149,8 @@ class Metadata:
                 return np.zeros(0, np.int64), []
             codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
             return codes, encoded.dictionary.to_pylist()
+        if self.column is None:  # all columns are simple and ``name`` is not one of them: missing everywhere
+            return np.full(len(self), -1, np.int64), []
         return self._values_python(name)
 
     def _values_python(self, name: str) -> tuple[np.ndarray, list[Any]]:
@@ -265,7 +274,7 @@ class _Tally:
         self.by_deployment[deployment] = (f, d, undecided + int((~decided).sum()))
 
 
-VERDICT_BATCH = 1 << 18
+VERDICT_BATCH = 1 << 16
 
 
 def _tally_verdicts(path: Path, point_ids: pa.Array, graders: Sequence[str] | None
