@@ -203,6 +203,7 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
     point_ids = points["point_id"].combine_chunks()
     metadata = Metadata.read(points_path)
     clusters = dense_codes(metadata.cluster_keys(points["record_id"]))
+    pa.default_memory_pool().release_unused()
     weights = points["weight"].to_numpy(zero_copy_only=False).astype(float)
     del points
     bad = ~(np.isfinite(weights) & (weights >= 0))
@@ -215,6 +216,7 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
     config = read_config(run_dir)  # a run written by a newer deploysim is refused here, never misread
     notes: list[str] = []
     tallies, unknown = _tally_verdicts(verdicts_path, point_ids, graders)
+    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed batches: give them back
     if unknown:
         notes.append(f"{unknown} verdict groups name points not in points.parquet: ignored")
     counts = {key: int(t.verdicts) for key, t in tallies.items()}
