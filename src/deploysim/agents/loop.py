@@ -7,7 +7,9 @@ the logged user's next message was written to the old agent and is never replaye
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import takewhile
 from typing import Any, Literal
 
 from deploysim.agents.toolsim.calls import infer_tool_specs
@@ -29,20 +31,12 @@ def agent_turn_starts(record: Record, mode: str = "first-tool") -> list[int]:
         return starts
     if mode == "first":
         return starts[:1]
-    for start in starts:
-        if logged_turn(record, start) and any(m.tool_calls for m in logged_turn(record, start)):
-            return [start]
-    return starts[:1]
+    return next(([s] for s in starts if any(m.tool_calls for m in logged_turn(record, s))), starts[:1])
 
 
 def logged_turn(record: Record, start: int) -> list[Message]:
     """What the logged agent did from ``start`` until the next user message."""
-    out = []
-    for message in record.messages[start + 1:]:
-        if message.role == "user":
-            break
-        out.append(message)
-    return out
+    return list(takewhile(lambda m: m.role != "user", record.messages[start + 1:]))
 
 
 def episode_id(record: Record, start: int) -> str:
@@ -66,10 +60,7 @@ class EpisodeResult:
     def by_source(self) -> dict[str, int]:
         from deploysim.agents.toolsim.resolver import SOURCES
 
-        counts = dict.fromkeys(SOURCES, 0)
-        for answer in self.answers:
-            counts[answer.source] += 1
-        return counts
+        return dict.fromkeys(SOURCES, 0) | Counter(a.source for a in self.answers)
 
     def journal_row(self) -> dict[str, Any]:
         return {"episode_id": self.episode_id, "record_id": self.record_id, "start": self.start,
@@ -114,12 +105,11 @@ async def run_episode(record: Record, start: int, model: Model, resolver: ToolRe
             result.status = "handed_back"
             break
         failed = None
-        for call in generation.tool_calls:
+        for call in generation.tool_calls:  # each call sees the results of the calls before it
             answer = await resolver.resolve(episode, call, conversation)
             result.answers.append(answer)
             conversation.append(tool_message(answer))
-            if answer.error is not None and failed is None:
-                failed = answer.error
+            failed = failed or answer.error
         if failed is not None:
             result.status, result.error = "errored", f"tool simulation failed: {failed}"
             break

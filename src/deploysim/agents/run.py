@@ -1,23 +1,7 @@
-"""``deploysim agents run``: agent episodes into a resumable run directory (kind ``agents``).
+"""``deploysim agents run``: agent episodes into a resumable run directory (kind ``agents``; layout: docs/agents.md).
 
-A workload of the run lifecycle (``deploysim.core.lifecycle``): items are episodes,
-processing one runs the candidate's turn; the lifecycle does the lock, config snapshot,
-manifest, journal, resume, grading and summary. Layout::
-
-    manifest.json                kind agents, schema version
-    config.yaml                  resolved configuration (what --resume re-reads)
-    rejects.jsonl                inputs that are not usable trajectories
-    prior_calls.sqlite           the prior-call store (derived: rebuilt each attempt; only with privacy
-                                 off — it holds raw outputs, so otherwise it lives in memory)
-    journal/episodes.jsonl       one line per finished episode (the resume journal)
-    transcripts/<episode>.json   full conversation + the source of every tool answer
-    journal/verdicts.jsonl       one line per verdict (grading streams and resumes)
-    verdicts.parquet             agent graders on the candidate's and the logged turn
-    summary.json                 counts that reconcile
-
-Resume: episodes journaled without error are skipped; the rest re-run, and every
-model call they already paid for (candidate or simulator) comes from the call cache.
-Verdicts already journaled are not asked again.
+A workload of the run lifecycle (``deploysim.core.lifecycle``): items are episodes, processing one
+runs the candidate's turn. On resume, finished episodes are skipped and every paid call is a cache hit.
 """
 
 from __future__ import annotations
@@ -54,7 +38,6 @@ from deploysim.agents.toolsim import (
     parse_affordances,
 )
 from deploysim.agents.toolsim.resolver import SOURCES
-from deploysim.pipeline.sources import iter_inputs
 
 
 class AgentRunConfig(BaseModel):
@@ -129,11 +112,7 @@ def deidentifiers(privacy: dict[str, Any]) -> tuple[Callable[[Record], Record], 
 
 def iter_trajectory_pairs(paths: list[str], deid: Callable[[Record], Record], rejects: list[Reject] | None = None,
                           tools_file: str | None = None) -> Iterator[tuple[Record, Record]]:
-    """(de-identified, raw) records; those without tool specs get ``tools_file``'s (else inferred later).
-
-    The raw record never leaves the process: it only feeds the in-memory prior-call store,
-    whose exact hits are de-identified in the asking episode's record context.
-    """
+    """(de-identified, raw) records; the raw one only feeds the in-process prior-call store."""
     tools = orjson.loads(Path(tools_file).read_bytes()) if tools_file else None
     for item in iter_inputs(paths, "auto"):
         if isinstance(item, Reject):
@@ -336,33 +315,20 @@ async def grade_episodes(root: Path, rows: dict[str, dict[str, Any]], episodes: 
     written, this_attempt = await grade_items(root, graders, _grade_items(root, rows, episodes), None, False)
     counts: dict[str, dict[str, list[int]]] = {}
     for verdict in read_verdicts(root):
-        if verdict.point_id not in rows:
-            continue
-        tally = counts.setdefault(verdict.behaviour, {}).setdefault(verdict.deployment, [0, 0, 0])
-        if verdict.flagged is None:  # undecided (e.g. an unparseable judge answer): an error, not a "no"
-            tally[2] += 1
-        else:
-            tally[0] += int(verdict.flagged)
-            tally[1] += 1
-    rates = {b: {dep: {"flagged": f, "n": n, "errors": e, "rate": round(f / n, 4) if n else None}
-                 for dep, (f, n, e) in by_dep.items()} for b, by_dep in counts.items()}
+        if verdict.point_id in rows:  # undecided (flagged None): an error, not a "no"
+            tally = counts.setdefault(verdict.behaviour, {}).setdefault(verdict.deployment, [0, 0, 0])
+            tally[0 if verdict.flagged else 1 if verdict.flagged is False else 2] += 1
+    rates = {b: {dep: {"flagged": f, "n": f + no, "errors": e, "rate": round(f / (f + no), 4) if f + no else None}
+                 for dep, (f, no, e) in by_dep.items()} for b, by_dep in counts.items()}
     return {"verdicts": written, "verdicts_this_attempt": this_attempt, "behaviour_rates": rates}
 
 
 def agent_grader_entries(config: AgentRunConfig) -> list[dict[str, Any]]:
-    """Each configured agent grader with its parameters: the rule graders get the tool policy
-    (read/write/shell lists of the connectors YAML); agent_policy gets the judge model and the
-    policy file (its calls go through the run's model service: the run's cache setting holds)."""
+    """Each configured agent grader with its parameters (the tool policy, or agent_policy's judge and policy)."""
     _, _, tool_cfg = load_connector_config(config.connectors)
     tools = {k: list(v) for k, v in tool_cfg.items() if k in ("read", "write", "shell")}
-    entries: list[dict[str, Any]] = []
-    for name in config.graders:
-        if name == POLICY_GRADER:
-            params: dict[str, Any] = {"model": config.judge, "policy": config.policy}
-        else:
-            params = dict(tools)
-        entries.append({"name": name, "params": params})
-    return entries
+    policy = {"model": config.judge, "policy": config.policy}
+    return [{"name": name, "params": policy if name == POLICY_GRADER else dict(tools)} for name in config.graders]
 
 
 def run_agents(config: AgentRunConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
