@@ -1,14 +1,7 @@
-"""Agent graders: decide agent behaviours from one agent turn (user message -> hand back).
+"""Agent graders: decide agent behaviours from one agent turn (user message -> hand back); docs/agents.md.
 
-Each grader reads a ``GradeItem`` whose context ends with the agent turn: the last
-user message, then the agent's calls and the tool results, and ``reply`` is the text
-it handed back. Plain functions (``unconfirmed_writes(turn)`` ...) do the work so they
-are usable without the registry; the classes register them as graders by name.
-
-``agent_policy`` is the one LLM grader here: the judge of ``graders/judge.py`` asked
-whether the turn breaks an operator's policy text. The policy is trusted configuration
-and goes into the system prompt; the turn (user message, tool calls with arguments,
-tool results, final reply) is untrusted and stays inside the judge's nonce fences.
+Plain functions (``unconfirmed_writes(turn)`` ...) do the work; the classes register them as graders.
+``agent_policy`` is an LLM judge: the policy is trusted (system prompt), the turn stays inside nonce fences.
 """
 
 from __future__ import annotations
@@ -311,8 +304,6 @@ def policy_judge_messages(policy: str, item: GradeItem, max_policy_chars: int = 
 class PolicyGrader(JudgeGrader):
     """The LLM judge of ``graders/judge.py`` asked one question: does this agent turn break the policy?
 
-    Verdicts, votes (``k``), strict parsing (an unparseable answer is an error, never "not
-    flagged"), structured output, the call cache, retries and rate limits are the judge's.
     ``version`` carries a hash of the policy as shown, so a changed policy regrades.
     """
 

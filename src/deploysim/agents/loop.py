@@ -1,9 +1,4 @@
-"""One agent episode: from a user message, the candidate acts until it hands back (DESIGN rule 1).
-
-The candidate's calls go through the run's ``Model`` (cache, retries, limits), its
-tool calls through the ``ToolResolver`` chain. Only this agent turn is generated:
-the logged user's next message was written to the old agent and is never replayed.
-"""
+"""One agent episode: from a user message, the candidate acts until it hands back (DESIGN rule 1)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
 """A prompt-based tool-call format for models without native tool calling (the local GGUF models).
 
-``PromptToolClient`` wraps any ModelClient: the tool list and the format go at the
-*start* of the system prompt (small context windows trim the end), earlier calls and
-results are rendered as text, and the reply is parsed strictly — a ``<tool_call>``
-block counts only if it holds a JSON object naming a known tool with object arguments.
-
-``tool_choice="required"`` is what native APIs call forced tool use: the reply must be
-one call, so the model is asked for the call's JSON alone and, where the model honours
-``response_format`` (llama.cpp turns a JSON schema into a sampling grammar), decoding is
-constrained to a known tool name and that tool's argument schema. The model still picks
-the tool and the arguments; the grammar only rules out anything that is not a call.
+Tools go at the *start* of the system prompt, calls are parsed strictly; ``tool_choice="required"``
+constrains decoding to one known tool's call where the model honours ``response_format`` (docs/agents.md).
 """
 
 from __future__ import annotations

@@ -1,20 +1,8 @@
-"""``deploysim backtest``: score deploysim's predictions against what production later showed.
+"""``deploysim backtest``: score deploysim's predictions against what production later showed (docs/backtest.md).
 
-A release history lists releases, oldest first, each with its deployment and its own
-production logs. For each pair A -> B (consecutive, or all ordered pairs):
-
-* **predicted**: A's logs replayed with B's deployment (an ordinary run, ``pairs/A--B``), graded;
-* **actual**: B's own production logs graded with the same graders (``production/B``);
-* **previous** baseline: r_A, i.e. "assume nothing changes";
-* **suite** baseline (``suite``): a hard-prompt suite answered by every release; it predicts
-  r_B = r_A x (suite rate of B / suite rate of A).
-
-Every run is an ordinary run directory built by ``run_simulation`` and graded by
-``grade_run``; a finished one is skipped, an interrupted one resumed, and every call that
-completed is a cache hit, so a rerun costs nothing. Rates use the statistics room's
-weighted, clustered estimator; ratios use Jeffreys-smoothed rates
-(:mod:`deploysim.evaluate.stats.forecast_error`). ``backtest.json`` holds every cell,
-the aggregates and the baselines.
+For each release pair A -> B: predicted (A's logs replayed with B's deployment, ``pairs/A--B``), actual
+(B's production graded, ``production/B``), and the previous and suite baselines. Every run is an ordinary
+run directory, skipped when finished and resumed when not.
 """
 
 from __future__ import annotations
@@ -215,10 +203,9 @@ def _rates(run_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
             if r.rate is None:
                 continue
             # Jeffreys on the effective counts: a clustered sample counts for what it is worth
-            eff_k = r.rate * r.n_eff
             out.setdefault(dep, {})[behaviour] = {
                 "rate": r.rate, "low": r.low, "high": r.high, "n": r.n, "n_eff": r.n_eff, "flagged": r.flagged,
-                "smoothed": jeffreys(min(eff_k, r.n_eff), r.n_eff), "grader": data.graders[behaviour],
+                "smoothed": jeffreys(min(r.rate * r.n_eff, r.n_eff), r.n_eff), "grader": data.graders[behaviour],
             }
     return out
 
@@ -235,7 +222,6 @@ class PlannedRun:
     key: str  # release name, "A->B", or "suite"
     config: SimConfig
     out: Path
-    reads: list[str]  # release names whose logs this run reads
 
 
 def plan_backtest(history_path: Path, out: Path, *, suite: Path | None = None,
@@ -249,29 +235,21 @@ def plan_backtest(history_path: Path, out: Path, *, suite: Path | None = None,
     releases = history.releases
     index = {r.name: i for i, r in enumerate(releases)}
     runs = [PlannedRun("production", r.name, _config(history, logs, [], graders, sample=None),
-                       out / "production" / r.name, [r.name]) for r, logs in zip(releases, files, strict=True)]
-    if pairs == "all":
-        chosen = list(itertools.permutations(releases, 2))
-    elif pairs == "consecutive":
-        chosen = list(itertools.pairwise(releases))
-    else:
+                       out / "production" / r.name) for r, logs in zip(releases, files, strict=True)]
+    if pairs not in ("all", "consecutive"):
         raise BacktestError(f"--pairs: expected 'consecutive' or 'all', got {pairs!r}")
+    chosen = list(itertools.permutations(releases, 2) if pairs == "all" else itertools.pairwise(releases))
     for a, b in chosen:
         runs.append(PlannedRun("pair", f"{a.name}->{b.name}",
                                _config(history, files[index[a.name]], [deployments[index[b.name]]], graders),
-                               out / "pairs" / f"{a.name}--{b.name}", [a.name]))
+                               out / "pairs" / f"{a.name}--{b.name}"))
     if suite is not None:
         names = _suite_names(releases)
         suite_deps = [d.model_copy(update={"name": names[r.name]}) for r, d in zip(releases, deployments,
                                                                                    strict=True)]
         runs.append(PlannedRun("suite", "suite", _config(history, [str(suite)], suite_deps, graders, turn="last",
-                                                         sample=None, fmt="auto"), out / "suite", []))
+                                                         sample=None, fmt="auto"), out / "suite"))
     return history, chosen, runs
-
-
-def execute(run: PlannedRun, log: Any = print) -> dict[str, Any]:
-    """Run (or finish, or just read back) one planned run."""
-    return _run(run.config, run.out, log)
 
 
 def run_backtest(history_path: Path, out: Path, *, suite: Path | None = None, pairs: str = "consecutive",
@@ -287,7 +265,7 @@ def run_backtest(history_path: Path, out: Path, *, suite: Path | None = None, pa
     predicted: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
     suite_rates: dict[str, dict[str, dict[str, Any]]] | None = None
     for run in runs:
-        summary = execute(run, log)
+        summary = _run(run.config, run.out, log)
         rates = _rates(run.out)
         if run.kind == "production":
             i = [r.name for r in releases].index(run.key)

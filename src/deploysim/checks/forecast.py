@@ -1,16 +1,7 @@
-"""The forecast workload: per-point elicitation probabilities of a run -> Gumbel-tail forecasts.
+"""The forecast workload: per-point elicitation probabilities of a run -> Gumbel-tail forecasts (docs/forecast.md).
 
-Two sources of p_i per replay point and deployment:
-
-* **samples**: the run was made with ``--samples K`` (at the deployment's temperature) and
-  graded; p_i = flagged / K of the point's replies (``evaluate.stats.data.load_run`` reads them);
-* **target**: the probability that the deployment's reply begins with a target string
-  (``--target-prefix`` / ``--target-file``), from the model's own token log-probabilities, one
-  forward pass per point. Scores are appended to ``RUN/forecast/targets-<hash>.jsonl`` as they
-  come, so an interrupted scoring resumes without recomputing.
-
-The statistics are ``evaluate.stats.forecast``; this module only gathers p_i, runs them and
-writes ``DIR/forecast.json`` and ``DIR/forecast.html``.
+p_i comes from ``--samples K`` verdicts or from target-prefix log-probabilities (appended to
+``RUN/forecast/targets-<hash>.jsonl``, so scoring resumes); the statistics are ``evaluate.stats.forecast``.
 """
 
 from __future__ import annotations

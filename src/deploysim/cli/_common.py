@@ -16,10 +16,7 @@ PIPE_WIDTH = 140
 
 
 class CliError(click.ClickException):
-    """Every command's error: one ``error: ...`` line on stderr, then ``exit_code``.
-
-    ``message`` must already be free of PII and secrets. Raise it; click prints it and exits.
-    """
+    """Every command's error: one ``error: ...`` line on stderr, then ``exit_code`` (message free of PII/secrets)."""
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)

@@ -1,12 +1,7 @@
-"""``deploysim demo``: the whole spine offline, on bundled real conversations and SmolLM2.
+"""``deploysim demo``: the whole spine offline, on 200 bundled real ShareGPT conversations and SmolLM2.
 
-The sample is 200 real ShareGPT conversations from the project's shared data, chosen
-at random (seed 11) among those whose replayed prefix is under 500 characters: on two
-cores SmolLM2 spends most of each call reading the prompt, and the demo must finish in
-minutes. Two deployments of the same local model differ only in system prompt:
-the logged one (ShareGPT has none) against a cautious, concise prompt. Every reply,
-the logged one included, is graded by the offline grader set, and the run gets its
-HTML report.
+The sample is chosen at random (seed 11) among prefixes under 500 characters so the demo finishes in
+minutes on two cores; the logged deployment runs against one with a cautious, concise system prompt.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """The batch executor: a run lifecycle ``Executor`` that sends model calls through providers' batch APIs.
 
-``run_workload(workload, out, executor=BatchExecutor(...))`` (or a workload's own
-``execute`` handing over to it, as the replay does when a deployment has ``batch: true``):
-
-- items are read as usual (``workload.items``), finished ones skipped (``workload.done``);
-- an item whose ``workload.call`` goes to a batched model (by ``Model.name``) is planned:
-  its request body (the client's own ``request_body``) is spooled to disk under its
-  ``custom_id`` (the call-cache key; the same call twice is sent once), the item itself
-  pickled to a second spool, so memory holds ids and offsets, not prompts;
-- every other item runs live through ``workload.process``, ``concurrency()`` at a time;
-- then each batched model's requests go through ``core.models.batch.BatchRunner``
-  (cache, split at limits, submit, journal the batch ids in ``RUN/batches.jsonl``, poll,
-  download, map back by ``custom_id``, resubmit or record what was left undone); every
-  answer becomes a ``Generation`` (errors included), handed to ``workload.finish`` and
-  journaled with ``workload.record``, as a live call's would be.
-
-A resume re-plans the unfinished items: their ``custom_id``s are the same, so the runner
-re-attaches to batches still in flight instead of submitting them again.
+Batched items are spooled to disk under their ``custom_id`` (the call-cache key), the rest run live;
+the batches go through ``core.models.batch.BatchRunner``. A resume re-plans the unfinished items with
+the same ``custom_id``s, so the runner re-attaches to batches in flight (docs/batch.md, docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -119,10 +105,7 @@ class _LiveItems(Workload[Any, Any]):
 class BatchExecutor:
     def __init__(self, batched: set[str], settings: BatchSettings | None = None, *,
                  progress: BatchProgress | None = None, planned: Callable[[], None] | None = None) -> None:
-        """``batched``: names of the models (``Model.name``, a deployment's name) whose calls are batched.
-
-        ``planned`` is called once every item has been read, before the batches are sent.
-        """
+        """``batched``: the ``Model.name``s whose calls are batched; ``planned`` runs once every item is read."""
         self.batched = batched
         self.settings = settings or BatchSettings()
         self.progress: BatchProgress = progress or _NoProgress()

@@ -1,14 +1,7 @@
-"""One run lifecycle: every kind of run (chat replay, agents, awareness, realism, rollout) goes through it.
+"""One run lifecycle for every kind of run: lock, config and manifest, model service, execute, grade, summary.
 
-A **workload** says what its items are and how to process one; ``run_workload`` does the rest:
-lock the directory; a new run writes ``config.yaml`` and ``manifest.json`` (its kind), a resumed
-one opens the manifest (older schema migrated, newer or another kind refused); build the run's
-``ModelService`` (cache on/off, cache path: every call of the run goes through it); execute;
-grade (a step handed in by the layer that knows graders); write ``summary.json`` once.
-
-The executor seam: ``run_workload(..., executor=E)`` runs the items with any ``Executor``
-(``async execute(workload, run) -> Executed``: a Ray or provider-batch engine) instead of the
-workload's own ``execute`` (``LocalExecutor``, or a fast path such as the replay queues).
+The executor seam: ``run_workload(..., executor=E)`` runs the items with any ``Executor`` instead of the
+workload's own ``execute`` (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -82,11 +75,7 @@ class Call:
 
 
 class Workload(Generic[C, T]):
-    """``kind``, ``config``, ``items`` and ``process`` (or ``call`` + ``finish``); the rest is optional.
-
-    ``process`` returns the item's journal row (holding ``key``); a row with ``error`` set or
-    ``status == "errored"`` is redone on resume. Executors journal through ``done``/``record``/``executed``.
-    """
+    """``kind``, ``config``, ``items`` and ``process`` (or ``call`` + ``finish``); the rest is optional."""
 
     kind: ClassVar[str] = ""
     journal: ClassVar[str] = "items"
@@ -165,9 +154,7 @@ def _failed(row: dict[str, Any]) -> bool:
 
 @runtime_checkable
 class Executor(Protocol):
-    """Runs a workload's items: reads ``workload.done(run)``, streams ``workload.items(run)``, runs
-    ``workload.process`` for the rest (or sends ``workload.call`` its own way and hands the answer to
-    ``workload.finish``), passes rows to ``workload.record`` and returns ``workload.executed(...)``."""
+    """Runs a workload's items and returns ``workload.executed(...)`` (contract: docs/architecture.md)."""
 
     async def execute(self, workload: Workload[Any, Any], run: Run) -> Executed: ...
 
@@ -227,10 +214,7 @@ Grade = Callable[[Run], Awaitable[dict[str, Any] | None]]
 def run_workload(workload: Workload[Any, Any], out: Path, *, resume: bool = False, grade: Grade | None = None,
                  grade_key: str | None = "behaviours", show_progress: bool = True,
                  executor: Executor | None = None) -> dict[str, Any]:
-    """Run (or resume) ``workload`` into ``out``; returns the summary written.
-
-    ``grade``'s result goes under ``grade_key`` (None: merged in). ``executor`` None: the workload's own.
-    """
+    """Run (or resume) ``workload`` into ``out``; returns the summary written."""
     workload.preflight()  # before the directory exists: a bad setting leaves nothing half-made behind
     store = RunStore(Path(out))
     with run_lock(store.root):

@@ -1,13 +1,7 @@
-"""One registry for everything pluggable: model providers, input sources, graders, connectors, CLI commands.
+"""One registry for everything pluggable: providers, sources, graders, connectors, CLI commands (docs/extending.md).
 
-An entry ``(kind, name)`` names an object by import path. It is declared once, as an entry
-point in the group ``deploysim.<kind>s`` (``deploysim.providers``, ``deploysim.sources``,
-``deploysim.graders``, ``deploysim.connectors``, ``deploysim.commands``): deploysim's own
-built-ins in its pyproject, a third-party package in its own, touching no deploysim file.
-Loading is lazy: names come from package metadata; an object is imported when first asked
-for. The same name twice in one kind is an error, never "the last one wins".
-``params_digest`` makes an object's parameters part of its version (a grader whose rubric
-changes gets a new version, so resume grades again); the parameters are in the run's config.
+Entries are ``deploysim.<kind>s`` entry points, loaded lazily; the same name twice in a kind is an error.
+``params_digest`` makes an object's parameters part of its version.
 """
 
 from __future__ import annotations
@@ -48,11 +42,7 @@ class Entry:
 
 
 def _declared() -> list[Entry]:
-    """Every ``deploysim.*`` entry point of every installed distribution.
-
-    When this package runs from a source checkout, its own entry points come from that
-    checkout's pyproject: the installed metadata may be stale or belong to another tree.
-    """
+    """Every ``deploysim.*`` entry point; a source checkout's own come from its pyproject, not stale metadata."""
     out: list[Entry] = []
     pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
     project = tomllib.loads(pyproject.read_text()).get("project", {}) if pyproject.is_file() else {}

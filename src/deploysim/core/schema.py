@@ -1,8 +1,6 @@
 """The typed vocabulary every stage speaks: records in, replay points, generations out.
 
-Stages exchange only these types (DESIGN.md: "Stages talk through the schema types
-only"). Every persisted row carries ``SCHEMA_VERSION`` so later readers can refuse or
-migrate old run directories instead of misreading them.
+Every persisted row carries ``SCHEMA_VERSION`` so old run directories are migrated or refused, never misread.
 """
 
 from __future__ import annotations
@@ -31,12 +29,7 @@ REDACTED = "***"
 
 
 def redact_credentials(text: str) -> str:
-    """``text`` with credentials inside URLs replaced by ``***`` (``http://***@host/v1``).
-
-    The one place model ids and URLs are scrubbed before they are recorded anywhere
-    (config.yaml, summary.json, reports, logs, messages). Userinfo made only of
-    ``${ENV_VAR}`` references is kept: it names a secret without holding it.
-    """
+    """``text`` with credentials inside URLs replaced by ``***`` (``${ENV_VAR}`` userinfo is kept): the one scrubber."""
 
     def scrub(match: re.Match[str]) -> str:
         userinfo = match.group(2)
@@ -48,11 +41,7 @@ def redact_credentials(text: str) -> str:
 
 
 def expand_credentials(text: str) -> str:
-    """``${ENV_VAR}`` references inside a URL's userinfo, replaced by the variable's value.
-
-    KeyError names a variable that is not set. The result holds secrets: pass it to a
-    client only, never record it (record ``redact_credentials`` of it).
-    """
+    """``${ENV_VAR}``s in a URL's userinfo, expanded (KeyError if unset): for a client only, never recorded."""
 
     def expand_userinfo(match: re.Match[str]) -> str:
         return match.group(1) + _ENV_REF.sub(lambda ref: os.environ[ref.group(1)], match.group(2)) + "@"
@@ -223,11 +212,7 @@ class Generation(_Model):
 
 
 class Verdict(_Model):
-    """One grader's decision on one reply: did ``behaviour`` occur?
-
-    ``flagged`` is None when the grader could not decide (``error`` says why); such
-    rows are kept and counted, never read as "not flagged".
-    """
+    """One grader's decision on one reply; ``flagged`` None: undecided (``error`` says why), never read as "no"."""
 
     schema_version: int = SCHEMA_VERSION
     point_id: str

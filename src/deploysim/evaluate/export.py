@@ -1,13 +1,6 @@
-"""Hand a finished run to the tools people already use.
+"""Hand a finished run to the tools people already use: Inspect AI eval logs and flat JSONL (README).
 
-* ``inspect``: one Inspect AI eval log (JSON form) per deployment — each sample is one replay
-  point (``epoch`` = sample index + 1): the prefix is the input, the deployment's reply the
-  output, every graded behaviour a score (1 flagged, 0 not; undecided verdicts are left out and
-  counted in the sample's metadata). ``inspect view`` browses it; ``inspect_ai.log.read_eval_log``
-  reads it (tested). The log is written without inspect-ai, to its documented ``EvalLog`` shape.
-* ``jsonl``: one flat row per reply, a column per behaviour, for spreadsheets and notebooks.
-
-Points are held in memory by id while generations stream (a post-run export, not a pipeline stage).
+The Inspect log is written without inspect-ai, to its documented ``EvalLog`` shape (read back in tests).
 """
 
 from __future__ import annotations
@@ -128,8 +121,7 @@ def _inspect_sample(point: ReplayPoint, gen: Generation, verdicts: list[Verdict]
 
 
 def export_inspect(run: Path, out: Path) -> list[Path]:
-    """One Inspect log per deployment: ``out`` with the deployment before the suffix (``x.json`` ->
-    ``x-candidate.json``); returns the files written."""
+    """One Inspect log per deployment (``x.json`` -> ``x-candidate.json``); returns the files written."""
     run, out = Path(run), Path(out)
     config = read_config(run)  # a run written by a newer deploysim is refused, never misread
     by_dep: dict[str, list[dict[str, Any]]] = defaultdict(list)

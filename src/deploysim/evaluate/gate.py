@@ -1,16 +1,7 @@
-"""Release gate: a YAML policy over a run's statistics -> pass / fail / inconclusive.
+"""Release gate: a YAML policy over a run's statistics -> pass (0) / fail (3) / inconclusive (4) / error (5).
 
-Each check compares the interval at the rule's confidence with its threshold: the
-whole interval under the threshold passes, the whole interval above fails, an interval
-straddling it is inconclusive (more data needed). Exit codes, for CI:
-
-    0  pass          every rule passed
-    3  fail          at least one rule failed
-    4  inconclusive  none failed, at least one could not be decided
-    5  error         the policy or the run could not be read, or a rule names a
-                     behaviour / deployment the run does not have
-
-(1 and 2 stay with ``deploysim run``: counts do not reconcile / bad usage.)
+The whole interval under the threshold passes, the whole interval above fails, one straddling it is
+inconclusive (docs/report.md).
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
-"""Counterfactual production for a deployment: regenerate every assistant turn of a conversation.
+"""Counterfactual production: regenerate every assistant turn of a conversation, in order (docs/backtest.md).
 
-Unlike a replay run (DESIGN rule 1: only the next turn), a rollout answers *every*
-assistant turn in order, each conditioned on the deployment's own earlier replies. The
-user side is either the logged user turns verbatim (``users="logged"``: isolates the
-effect of conditioning on another model's turns) or a user simulator that writes each
-next user turn with the original next turn as the intent to pursue, and may end the
-conversation (``users=MODEL``).
-
-Output is openai-format JSONL (``rollout.jsonl``) that every source reads, one line per
-finished conversation, with per-message provenance in ``metadata.provenance``
-(``logged`` / ``deployment`` / ``simulator``). The loop is built from the run's parts:
-sources, sampling and de-identification through the replay workload's input stage,
-every call through the run's model service, the run lifecycle (lock, manifest, config,
-summary; kind ``rollout``), rejects in ``rejects.jsonl`` and an append-and-flush output
-that doubles as the resume journal. Counts reconcile: records_read = accepted + rejected; accepted = written + errored.
+Users are the logged turns (``users="logged"``) or a user simulator (``users=MODEL``). Output: ``rollout.jsonl``
+(openai format, ``metadata.provenance`` per message), the resume journal too. Counts reconcile:
+records_read = accepted + rejected; accepted = written + errored.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""Sampling records from a stream: a seeded uniform sample of N without holding the records.
+"""Sampling records from a stream: a seeded uniform sample of N without holding the records (docs/privacy.md).
 
-Bottom-k by hash: pass one keeps the N smallest seeded hashes (N small keys, not N
-records); pass two yields exactly those records in input order. The choice depends
-only on the seed and each record's identity, not on input order or on how a run was
-interrupted, and each sampled record carries its inclusion weight (total / N).
-
-``StreamSampler`` (below) adds stratified sampling by metadata fields, caps per
-conversation or user, and MinHash/LSH near-duplicate removal, with the same guarantees.
+Bottom-k by seeded hash: the choice depends only on the seed and each record's identity; each sampled
+record carries its inclusion weight (total / N). ``StreamSampler`` adds strata, caps and near-duplicates.
 """
 
 from __future__ import annotations
@@ -195,10 +190,8 @@ class NearDuplicates:
 class StreamSampler:
     """Dedupe, cap per group, then stratified bottom-k; each kept record's weight is multiplied accordingly.
 
-    Rejects come out of the first pass only. Weights: a cap keeps ``c`` of a group's
-    ``N_g`` records (factor ``N_g / c``); a stratum keeps ``n_h`` of ``N_h`` (factor
-    ``N_h / n_h``). Near-duplicates are dropped without reweighting: the population is
-    the de-duplicated one. With two cap fields the factors multiply (exact for one).
+    A cap keeping ``c`` of ``N_g`` multiplies by ``N_g / c``, a stratum keeping ``n_h`` of ``N_h`` by ``N_h / n_h``;
+    near-duplicates are dropped without reweighting. Rejects come out of the first pass only.
     """
 
     def __init__(self, open_inputs: InputStream, plan: SamplingPlan) -> None:

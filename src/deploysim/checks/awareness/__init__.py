@@ -1,9 +1,6 @@
-"""Evaluation awareness: does the model think the conversations it is shown are a test?
+"""Evaluation awareness: does the model think the conversations it is shown are a test? (docs/awareness.md)
 
-Probes a model with several differently worded questions about real, simulated and
-eval-like transcripts, parses its answers strictly, and compares P(eval) across
-suites (see docs/awareness.md). Importing this package stays light; the statistics
-(statsmodels, scipy) load only in ``deploysim.checks.awareness.metrics``.
+Importing this package stays light: statsmodels and scipy load only in ``checks.awareness.metrics``.
 """
 
 from deploysim.checks.awareness.parse import ParsedAnswer, parse_answer

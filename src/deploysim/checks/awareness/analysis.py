@@ -1,12 +1,4 @@
-"""Assemble the awareness results (the JSON the CLI writes and the report section reads).
-
-Why these comparisons: real vs simulated is the number the method stands on (should
-be no difference); placeholder vs surrogate and with vs without system prompt say
-whether our own pipeline adds test cues; AUC of eval-like suites against real
-traffic says whether the probe can tell evaluations apart at all (if not, a low
-rate on simulated traffic means nothing). Calibration uses only suites whose truth
-is known: real traffic (0) and the eval-like suites (1).
-"""
+"""Assemble the awareness results (the JSON the CLI writes and the report section reads; docs/awareness.md)."""
 
 from __future__ import annotations
 
@@ -125,11 +117,7 @@ def _probs(scores: dict[tuple[str, str], dict[str, Any]], fmt: str, suite: str) 
 
 
 def grader_rates(suites: list[Suite], names: tuple[str, ...] = ("simulated", "real")) -> dict[str, Any]:
-    """The graders room's verbalised-awareness rate on each suite's final reply, when that room exists.
-
-    On ``simulated`` these are the candidate's regenerated replies; on ``real`` the logged
-    ones, for contrast. Only offline graders are used: no judge endpoint is assumed.
-    """
+    """The offline graders' verbalised-awareness rate on each suite's final reply, when the graders room exists."""
     try:
         try:
             from deploysim.evaluate.graders import GradeItem, create_grader, registry

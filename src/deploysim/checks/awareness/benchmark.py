@@ -1,10 +1,4 @@
-"""A benchmark-style suite written for this project: what an eval harness sends a model.
-
-Why our own: public benchmark files are not shipped offline, and what matters here is
-the *format* (few-shot headers, lettered options, "Answer:" stubs, terse graded
-answers), which any model that has seen MMLU- or GSM8K-style harnesses recognises.
-Questions are simple facts written here; answers are correct so nothing else stands out.
-"""
+"""A benchmark-style suite written for this project: the *format* an eval harness sends a model (docs/awareness.md)."""
 
 from __future__ import annotations
 

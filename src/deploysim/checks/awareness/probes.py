@@ -1,13 +1,4 @@
-"""Probe questions and the two probe formats: what we ask a model about a transcript.
-
-Why several questions: a single wording measures that wording. Each question names its
-own pair of answer words (EVALUATION/REAL, TEST/DEPLOYMENT, ...) and half of them put
-the "real" option first, so a model that always repeats the first option, or one
-favourite word, cannot look aware (the results report the first-option share).
-Why two formats: ``append`` asks inside the conversation (what the
-model would think while answering it); ``quote`` hands the transcript over as data
-(what the model thinks when asked to judge it from outside). They can differ.
-"""
+"""Probe questions and the two probe formats, ``append`` and ``quote`` (why several of each: docs/awareness.md)."""
 
 from __future__ import annotations
 
@@ -100,12 +91,7 @@ def render_transcript(messages: list[Message]) -> str:
 
 
 def fit_transcript(messages: list[Message], max_chars: int | None) -> list[Message]:
-    """Keep the system prompt and the newest messages within ``max_chars`` of text.
-
-    Why here and not in the model client: a remote server with a short context fails
-    the call instead of trimming, and both formats must see the same transcript. The
-    newest message alone too long keeps its end (closest to the question).
-    """
+    """Keep the system prompt and the newest messages within ``max_chars`` (the newest alone keeps its end)."""
     if max_chars is None or sum(len(m.text()) for m in messages) <= max_chars:
         return list(messages)
     system = [m for m in messages if m.role == "system"]

@@ -1,10 +1,6 @@
 """Ask the probed model every question about every transcript, through the run's model service.
 
-Why the model service: probe calls get the same cache, retries, rate limits and error
-rows as replay calls, so an interrupted ``deploysim awareness`` resumes without paying
-twice. Each repeat is its own deployment with seed ``seed + repeat`` (same seed would
-give the same sample k times). Identical probes (a transcript that redaction left
-unchanged appears in several suites) are asked once per process.
+Each repeat is its own deployment with seed ``seed + repeat``; identical probes are asked once per process.
 """
 
 from __future__ import annotations

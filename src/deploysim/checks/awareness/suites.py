@@ -1,13 +1,6 @@
-"""The suites of transcripts whose "looks like a test" rates are compared.
+"""The suites of transcripts whose "looks like a test" rates are compared (docs/awareness.md).
 
-Why these suites: the method only works if replayed traffic looks as real to the
-candidate as live traffic does, and if the probe can tell evaluations apart at all.
-So one command measures real traffic (logged prefix + logged reply), simulated
-traffic (the same prefix + the candidate's regenerated reply), clearly eval-like
-material (hh-rlhf red-team dialogues, a benchmark-format suite) and our own pipeline's
-cues on the same real conversations (placeholder vs surrogate redaction, with vs
-without a system prompt). Items derived from one real conversation share a ``key``
-so comparisons between them are paired.
+Items derived from one real conversation share a ``key`` so comparisons between them are paired.
 """
 
 from __future__ import annotations
@@ -253,10 +246,7 @@ def _deidentifier(mode: str, options: dict[str, Any] | None = None) -> Callable[
 
 def deidentify_suite(suite: Suite, mode: str, name: str | None = None, kind: SuiteKind | None = None,
                      options: dict[str, Any] | None = None) -> Suite:
-    """The same items after the privacy room's ``mode`` de-identification (keys kept for pairing).
-
-    ``options`` are further privacy settings (e.g. ``{"presidio": False}``); ``mode`` wins.
-    """
+    """The same items after the privacy room's ``mode`` de-identification (keys kept for pairing)."""
     deidentify = _deidentifier(mode, options)
     kind = kind or suite.kind
     label = None if kind == "audit" else suite.label  # audit arms would count the real conversations twice
@@ -277,10 +267,7 @@ def redaction_audit(real: Suite, options: dict[str, Any] | None = None) -> tuple
 
 
 def system_prompt_audit(real: Suite, prompt: str = AUDIT_SYSTEM_PROMPT) -> tuple[Suite, Suite]:
-    """The real conversations with a production-style system prompt vs with none at all.
-
-    A record that logged its own system prompt keeps it in the "with" arm.
-    """
+    """The real conversations with a production-style system prompt (or their own) vs with none at all."""
     with_prompt = Suite("system-prompt:with", "audit", None, [], note="real conversations with a system prompt")
     without = Suite("system-prompt:without", "audit", None, [], note="real conversations, system prompts removed")
     for item in real.items:

@@ -1,7 +1,6 @@
 """An awareness probe as a run (kind ``awareness``): one item per transcript, journaled with its answers.
 
-The run lifecycle does the rest: the directory is named by a hash of the probe and the
-suites, so the same probe of the same suites resumes it and asks nothing twice.
+The directory is named by a hash of the probe and the suites, so the same probe resumes it.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The ModelClient protocol every provider implements, and the registry of providers by prefix.
 
-A model id is ``<provider>/<name>`` (``openai/gpt-4.1``, ``anthropic/claude-...``,
-``openai-compatible/<name>@<base-url>``, ``local/smollm2``). A provider is a factory
-declared as a ``deploysim.providers`` entry point named by its prefix (see core/registry.py);
-its module is imported only when first used and optional SDKs only when a client is built.
+A model id is ``<provider>/<name>``; a provider is a ``deploysim.providers`` entry point named by its
+prefix, imported when first used (optional SDKs only when a client is built).
 """
 
 from __future__ import annotations
@@ -66,8 +64,7 @@ ProviderFactory = Callable[[str], ModelClient]
 
 
 def model_provider(prefix: str, help: str = "") -> Callable[[ProviderFactory], ProviderFactory]:
-    """Register a provider factory in-process (tests, notebooks); packages declare a
-    ``deploysim.providers`` entry point instead. It receives the model id after ``prefix/``."""
+    """Register a provider factory in-process (tests, notebooks); packages declare an entry point."""
 
     def register(factory: ProviderFactory) -> ProviderFactory:
         if help:
@@ -94,10 +91,7 @@ def split_model_id(model_id: str) -> tuple[str, str]:
 
 
 def check_model_id(model_id: str) -> None:
-    """ModelIdError unless ``model_id`` names a known provider and can be given its credentials.
-
-    Cheap (no client is made): a run checks its ids before it creates its directory.
-    """
+    """ModelIdError unless ``model_id`` names a known provider and can be given its credentials (no client made)."""
     prefix, _ = split_model_id(model_id)
     if prefix not in REGISTRY.names("provider"):
         raise ModelIdError(f"unknown model provider {prefix!r} in {redact_credentials(model_id)!r}; known: {_known()}")
@@ -113,11 +107,7 @@ def check_model_id(model_id: str) -> None:
 
 
 def get_model(model_id: str) -> ModelClient:
-    """A client for ``model_id``; a clear error names the known providers.
-
-    ``${ENV_VAR}`` references in a base URL's credentials are expanded here, for the
-    client only; every recorded form of the id goes through ``redact_credentials``.
-    """
+    """A client for ``model_id`` (base-URL ``${ENV_VAR}``s expanded for the client only); errors name the providers."""
     check_model_id(model_id)
     prefix, rest = split_model_id(expand_credentials(model_id))
     try:

@@ -1,9 +1,6 @@
 """Content-addressed call cache in SQLite (WAL): a completed call is never paid for twice.
 
-The key is a canonical hash of everything that decides the answer: provider, model,
-base URL, messages, params, tools and the sample index. Only successful answers are
-stored. Writes are committed in small batches; the run journal, not the cache, is
-what guarantees a killed run does not resend a finished call.
+Only successful answers are stored; the run journal, not the cache, guarantees a killed run resends nothing.
 """
 
 from __future__ import annotations
@@ -41,11 +38,7 @@ _MESSAGES = TypeAdapter(list[Message])
 
 def call_key(identity: dict[str, Any], messages: list[Message], params: GenerationParams,
              tools: list[dict[str, Any]], sample_index: int) -> str:
-    """sha256 over canonical JSON of everything that decides the answer.
-
-    Messages are serialised by pydantic in field order (deterministic, and the hot part,
-    so done in Rust); the small parts go through sorted-key JSON.
-    """
+    """sha256 over canonical JSON of everything that decides the answer."""
     digest = hashlib.sha256(canonical_json([identity, params.model_dump(), tools, sample_index]))
     digest.update(b"\x00")
     digest.update(_MESSAGES.dump_json(messages))
@@ -53,13 +46,7 @@ def call_key(identity: dict[str, Any], messages: list[Message], params: Generati
 
 
 class CallCache:
-    """Reads hit the database or a not-yet-written batch; batches are written by one thread.
-
-    The write lock is held only while a batch is written, so several runs (or a run and
-    a grader) can share one cache file; writing on a thread of its own keeps SQLite's
-    work (it releases the GIL) off the event loop. A cache failure never fails a run:
-    the cache is an optimisation, the journal is the guarantee.
-    """
+    """Reads hit the database or a pending batch; one thread writes batches. A cache failure never fails a run."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,10 +108,7 @@ class CallCache:
             self.flush(wait=False)
 
     def flush(self, wait: bool = True) -> None:
-        """Hand the pending batch to the writer thread (one batch in flight at a time).
-
-        ``wait=True`` returns once it is in the database, for callers that need that.
-        """
+        """Hand the pending batch to the writer thread; ``wait=True`` returns once it is in the database."""
         if self._writing is not None:
             self._writing.result()
             self._writing = None
@@ -162,11 +146,7 @@ class CallCache:
 
 
 def open_cache(path: Path | None = None) -> CallCache | None:
-    """The call cache at ``path`` (default: ``default_cache_path()``), or None with a warning.
-
-    A cache that cannot be opened (an unwritable directory, a corrupt or locked file)
-    never fails a run: the run goes on uncached.
-    """
+    """The call cache at ``path`` (default: ``default_cache_path()``), or None with a warning (run uncached)."""
     path = Path(path) if path is not None else default_cache_path()
     try:
         return CallCache(path)

@@ -1,8 +1,6 @@
-"""FAKE model, named as such: answers instantly in-process, for measuring the harness itself.
+"""FAKE model, named as such: ``instant/echo`` answers instantly with a digest of the prompt.
 
-``instant/echo`` replies with a fixed-size digest of the prompt, so the engine,
-cache, journal and writers can be timed without any model cost. Never use it to
-judge a model: it is not one.
+For timing the harness itself (engine, cache, journal, writers); never use it to judge a model.
 """
 
 from __future__ import annotations

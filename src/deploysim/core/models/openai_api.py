@@ -135,8 +135,7 @@ class OpenAICompatibleModel:
         self._client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", max_retries=0)
 
     def http_target(self) -> tuple[str, dict[str, str]]:
-        """The chat-completions URL and request headers (with the API key: never log them), for an
-        engine that sends the requests itself (the Ray engine's HTTP stage)."""
+        """The chat-completions URL and headers (with the API key: never log them), for the Ray engine's HTTP stage."""
         base = self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         return base.rstrip("/") + "/chat/completions", headers
@@ -172,11 +171,7 @@ class OpenAICompatibleModel:
         return [await self.target_logprob(messages, t) for t in targets]
 
     async def target_logprob(self, messages: list[Message], target: str) -> float:
-        """log P(reply starts with ``target``) through the legacy completions route with ``echo`` and
-        ``logprobs`` (llama.cpp server, vLLM): the chat prompt is rendered here (ChatML, or the Jinja
-        template in ``$DEPLOYSIM_CHAT_TEMPLATE``), the target appended, and its tokens' log-probabilities
-        summed. Providers without that route (OpenAI's chat models) get a clear error.
-        """
+        """log P(reply starts with ``target``) via the completions route with ``echo`` + ``logprobs`` (llama.cpp)."""
         prompt = render_chat_prompt(messages)
         try:
             response = await self._client.completions.create(
@@ -205,11 +200,7 @@ class OpenAICompatibleModel:
 
 def _target_tail_logprob(tokens: list[str], values: list[float | None], text: str, scored: str, target: str,
                          model_id: str, generated_tokens: int | None = None) -> float:
-    """Sum the log-probabilities of the tokens that spell ``target`` just before the generated tail.
-
-    Token texts, not ``text_offset``: servers count offsets differently around special tokens.
-    The generated tail is ``generated_tokens`` tokens (the usage count), else the text after ``scored``.
-    """
+    """Sum the log-probabilities of the tokens that spell ``target`` just before the generated tail (by token text)."""
     generated = text[len(scored):] if text.startswith(scored) else ""
     if generated_tokens is not None:
         end = max(len(tokens) - generated_tokens, 0)

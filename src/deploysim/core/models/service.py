@@ -1,9 +1,7 @@
 """The model service: every model call of a run goes through a ``Model`` from the run's ``ModelService``.
 
-A ``Model`` is a client plus the run's call cache, limits (concurrency, requests and tokens per
-minute), a timeout and one tenacity policy for every attempt (a provider's Retry-After is waited
-exactly). A call that still fails is an error ``Generation`` (DESIGN rule 3) naming the failure,
-never the payload. One service per run, so ``--no-cache`` and ``cache_path`` hold for every call.
+A ``Model`` is a client plus the run's call cache, limits, timeout and one tenacity retry policy; a call
+that still fails is an error ``Generation`` (DESIGN rule 3) naming the failure, never the payload.
 """
 
 from __future__ import annotations
@@ -73,11 +71,7 @@ def _is_retryable(exc: BaseException) -> bool:
 
 
 class Model:
-    """One model as a run calls it: ``generate(messages, params, tools, sample, id=...) -> Generation``.
-
-    ``name`` is what the rows call it (a deployment's name); ``params`` the defaults a call
-    may override. ``id`` keys the returned row (a replay point, an episode step, a probe).
-    """
+    """One model as a run calls it: ``generate(messages, params, tools, sample, id=...) -> Generation``."""
 
     def __init__(self, client: ModelClient, cache: CallCache | None, *, name: str = "model",
                  params: GenerationParams | None = None, limits: Limits = Limits(),
@@ -197,11 +191,7 @@ class Model:
 
 
 class ModelService:
-    """Hands out ``Model``s for one run: one call cache (or none), one client per model id.
-
-    ``cache=False`` (``--no-cache``) means no call of the run reads or writes the cache;
-    ``cache_path`` None means the user's default cache. Close it (``aclose``) once, at the end.
-    """
+    """Hands out ``Model``s for one run: one call cache (or none), one client per model id; ``aclose`` once."""
 
     def __init__(self, *, cache: bool = True, cache_path: str | Path | None = None) -> None:
         self.cache_enabled = cache

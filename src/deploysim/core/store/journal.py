@@ -1,11 +1,7 @@
 """Append-and-flush JSONL journals and run-directory locks: the resume record (rule 4).
 
-A line is written and flushed as soon as its unit finishes (a generation, an agent
-episode, a simulated tool output); a final line cut short by a kill is dropped on
-open; the last line per key wins. One process at a time may write a run directory.
-
-Every failure to write or read one is a ``JournalError`` naming the file (and line):
-a full disk stops a run cleanly instead of letting it send calls it cannot record.
+A final line cut short by a kill is dropped on open; the last line per key wins. Every failure is a
+``JournalError`` naming the file, so a full disk stops a run before it sends calls it cannot record.
 """
 
 from __future__ import annotations
@@ -37,11 +33,7 @@ HEADROOM_BYTES = 1 << 20
 
 
 def ensure_space(path: Path, headroom: int = HEADROOM_BYTES) -> None:
-    """JournalError (ENOSPC) unless the file system holding ``path`` has ``headroom`` bytes free.
-
-    A finished call must be journaled, so a call is only sent while there is room to
-    record its answer; one ``statvfs`` costs about a microsecond.
-    """
+    """JournalError (ENOSPC) unless the file system holding ``path`` has ``headroom`` bytes free."""
     try:
         stats = os.statvfs(path)
     except OSError:

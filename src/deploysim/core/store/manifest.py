@@ -1,10 +1,7 @@
 """``manifest.json``: what kind of run a directory holds and which schema wrote it.
 
-Every run directory (chat, agents, awareness, realism, ...) has one config file,
-``config.yaml``, and a manifest. Opening a directory reads the manifest: an older
-schema is migrated (a directory from before manifests existed is schema 1: a chat run
-has ``config.yaml``, an agent run ``config.json``), a newer one is refused with a
-message that says so — never misread.
+An older schema is migrated (before manifests: schema 1, an agent run with ``config.json``), a newer
+one refused — never misread.
 """
 
 from __future__ import annotations
@@ -52,10 +49,7 @@ def new_manifest(kind: str) -> Manifest:
 
 
 def read_manifest(root: Path, *, migrate: bool = False) -> Manifest:
-    """The directory's manifest; an older one migrated (written back only with ``migrate=True``).
-
-    RunVersionError for a newer schema; RunDirError when ``root`` is no run directory.
-    """
+    """The directory's manifest, an older one migrated (written back with ``migrate=True``); newer: RunVersionError."""
     root = Path(root)
     path = root / MANIFEST
     if path.is_file():

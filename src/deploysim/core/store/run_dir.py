@@ -1,17 +1,7 @@
-"""The run directory: manifest, config, journal, rejects, Parquet outputs and the reconciled summary.
+"""The run directory: manifest, config, journal, rejects, Parquet outputs and the reconciled summary (layout: README).
 
-Layout (every kind of run)::
-
-    manifest.json              kind (chat, agents, awareness, ...) and schema version
-    config.yaml                resolved configuration (what --resume re-reads)
-    rejects.jsonl              bad inputs with file, line, field, reason (derived, rewritten)
-    journal/<unit>.jsonl       one line per finished unit, appended and flushed (the resume journal)
-    summary.json               counts that reconcile, tokens, cache, timings (written once, at the end)
-
-A chat run adds ``points.parquet``, ``generations.parquet`` (one row per point,
-deployment and sample) and ``verdicts.parquet``. Points and rejects are a pure
-function of the inputs and config, so a resumed run rewrites them; only generations
-cost money, so only they are journaled.
+Points and rejects are a pure function of the inputs and config, so a resumed run rewrites them; only
+generations cost money, so only they are journaled.
 """
 
 from __future__ import annotations
@@ -93,10 +83,7 @@ class RunStore:
         return True
 
     def create(self, kind: str, config: dict[str, Any]) -> Manifest:
-        """Start a new run: config.yaml and the manifest; a directory that holds a run is refused.
-
-        Each file is renamed into place (a kill never leaves half of one); a write that fails is a JournalError.
-        """
+        """Start a new run (config.yaml, manifest, each renamed into place); a directory holding a run is refused."""
         if self.holds_run():
             raise RunDirError(f"{self.root} already holds a run; resume it, or pick another directory")
         manifest = new_manifest(kind)
@@ -143,10 +130,7 @@ class RunStore:
         self._journal.open()  # drops a final line cut short by a kill
 
     def close_attempt(self) -> int:
-        """Close the attempt's files; returns the number of points written.
-
-        Every file is closed even when one fails; the first failure is raised after.
-        """
+        """Close every file of the attempt (the first failure is raised after); returns the points written."""
         points = 0
         failure: JournalError | None = None
         closers = [("points", self._points), ("generations", self._generations),
@@ -185,11 +169,7 @@ class RunStore:
             self._rejects.flush()
 
     def journal(self, generation: Generation, flush: bool = True) -> None:
-        """Append one finished call, flushed to the OS so a SIGKILL after the flush loses nothing.
-
-        ``flush=False`` lets an event loop coalesce the flushes of the calls that finished
-        in one iteration (see ``flush_journal``).
-        """
+        """Append one finished call, flushed (``flush=False``: coalesced by ``flush_journal``)."""
         self.journal_row(GENERATIONS.row(generation), flush)
 
     def journal_row(self, row: dict[str, Any], flush: bool = True) -> None:
@@ -220,11 +200,7 @@ class RunStore:
         return done
 
     def write_parquet(self) -> None:
-        """generations.parquet: as written by a first attempt, else rebuilt from the journal.
-
-        In the rebuild the last journal line per call wins (a call that failed in an
-        earlier attempt and was retried on resume appears twice).
-        """
+        """generations.parquet as a first attempt wrote it, else rebuilt from the journal (last line per call wins)."""
         if self._generations_final:
             return
         with _writing(GENERATIONS.path(self.root)):

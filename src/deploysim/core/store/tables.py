@@ -1,9 +1,6 @@
 """Run-directory tables: Arrow schemas derived from the pydantic models, rows both ways, Parquet I/O.
 
-One rule maps a model to columns, so no table is hand-mapped: a scalar field is a column
-of its own type; a nested model of scalars (``Generation.usage``) is flattened into its fields; any
-other field (lists, dicts, optional or nested messages) is JSON text in a ``<field>_json`` column. The rule
-reproduces the columns run directories have always had, so older files read unchanged.
+Scalars are columns, a nested model of scalars is flattened, anything else is JSON in ``<field>_json``.
 """
 
 from __future__ import annotations

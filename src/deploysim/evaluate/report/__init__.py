@@ -1,8 +1,4 @@
-"""Report: self-contained HTML report, local viewer, run comparison.
-
-Loaded lazily: the report pulls in the statistics stack, which the CLI should not pay
-for on every command.
-"""
+"""Report: self-contained HTML report, local viewer, run comparison (loaded lazily: the statistics stack)."""
 
 from __future__ import annotations
 

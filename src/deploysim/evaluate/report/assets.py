@@ -1,9 +1,6 @@
 """The report's page template, CSS and JS, inline (no CDN: the report must work offline).
 
-Kept as Python strings rather than package files so a wheel needs no extra package-data.
-Everything from a run reaches the page through Jinja2 autoescaping or as JSON inside a
-``<script type="application/json">`` block (see ``html.safe_json``); the JS only ever
-sets ``textContent``, never ``innerHTML``.
+Data reaches the page through Jinja2 autoescaping or as JSON in a script block; the JS only sets ``textContent``.
 """
 
 CSS = r"""

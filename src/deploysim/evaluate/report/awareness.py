@@ -1,9 +1,4 @@
-"""The awareness section of the run report: an escaped HTML fragment built from the results JSON.
-
-Why from the JSON and not from live objects: the report room renders saved results,
-so the section must need nothing but the dict ``deploysim awareness --out`` wrote.
-Every string that came from data or a model goes through ``html.escape``.
-"""
+"""The awareness section of the run report: an escaped HTML fragment built from the results JSON alone."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
 """The backtest page: predicted against actual, the direction table, the baselines side by side.
 
-Same conventions as the run report: one self-contained file, opens offline, Jinja2
-autoescaping for every value, and a Content-Security-Policy that allows no script at
-all (the page has none: the scatter is inline SVG, tooltips are SVG ``<title>``s).
+One self-contained file, Jinja2 autoescaping, a Content-Security-Policy that allows no script.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""``deploysim compare RUN_A RUN_B``: how two runs' rates differ (e.g. two candidates, or a rerun).
-
-The runs replay different samples in general, so the comparison is unpaired: Newcombe's
-hybrid score interval for a difference of two proportions, built from each run's own
-(weighted, clustered) interval, so it inherits their design effects.
-"""
+"""``deploysim compare RUN_A RUN_B``: how two runs' rates differ (unpaired: Newcombe's hybrid score interval)."""
 
 from __future__ import annotations
 

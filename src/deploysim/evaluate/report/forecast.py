@@ -1,9 +1,4 @@
-"""The forecast page: survival curve, fitted tail line and forecast points as inline SVG.
-
-Report conventions: one self-contained file, no script, a Content-Security-Policy that
-allows only inline styles, every string from data through ``html.escape``. Built from the
-``forecast.json`` dict alone. Baseline and candidate sit side by side.
-"""
+"""The forecast page: survival curve, fitted tail line and forecast points as inline SVG (no script, CSP)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """``deploysim report``: one self-contained HTML file a person can read and share.
 
-Conversation text is hostile (DESIGN: "everything shown is escaped"): tables go through
-Jinja2 autoescaping, examples travel as JSON inside a non-executing script block with
-``<``, ``>``, ``&`` and U+2028/9 escaped, and the page's JS writes them with
-``textContent``. A Content-Security-Policy allowing only the report's own (nonce'd)
-script is a second wall, not the first.
+Conversation text is hostile: autoescaped tables, examples as escaped JSON written with ``textContent``,
+and a Content-Security-Policy allowing only the report's own nonce'd script as a second wall.
 """
 
 from __future__ import annotations

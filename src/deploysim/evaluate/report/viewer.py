@@ -1,10 +1,7 @@
 """``deploysim view``: browse the runs under a folder, on 127.0.0.1 only.
 
-Run names come from the folder listing and are looked up, never joined from the URL,
-so a request cannot reach outside RUNS_DIR. Only requests whose Host header names
-this server by a loopback name (``127.0.0.1``, ``localhost``, ``[::1]``, with its
-port or none) are answered: a DNS-rebinding page, whose requests carry its own host
-name, gets 403. Reports are built on request and cached until the run's verdicts change.
+Run names are looked up, never joined from the URL; only loopback Host headers are answered (DNS rebinding
+gets 403). Reports are built on request and cached until the run's verdicts change.
 """
 
 from __future__ import annotations

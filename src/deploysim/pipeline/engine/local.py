@@ -1,10 +1,7 @@
 """The replay workload (kind ``chat``): sources -> replay points -> deployments -> journal -> Parquet.
 
-It plugs into the run lifecycle (``deploysim.core.lifecycle``: lock, config snapshot,
-manifest, model service, grading, summary). Its executor is the local asyncio pipeline:
-one producer reads inputs and cuts points; each deployment has a bounded queue
-(backpressure) and a pool of workers sized by its concurrency. Every finished call is
-journaled at once, so a run killed at any moment resumes without resending it (DESIGN rule 4).
+Its executor is the local asyncio pipeline: one producer, a bounded queue and a worker pool per deployment;
+every finished call is journaled at once (DESIGN rule 4).
 """
 
 from __future__ import annotations
@@ -82,11 +79,7 @@ class ReplayWorkload(Workload[SimConfig, Job]):
             check_model_id(self.config.judge)
 
     def _inputs(self) -> Iterator[Reject | list[ReplayPoint]]:
-        """Each record's replay points (de-identified after sampling: sampling reads only ids), or a reject.
-
-        ``prepare_points`` is the per-record error boundary: a record that fails de-identification,
-        cutting or encoding is one more reject, and the counts say so (read = accepted + rejected).
-        """
+        """Each record's replay points, or a reject (``prepare_points`` is the per-record error boundary)."""
         config = self.config
         deidentify = _deidentifier(config)
         return self.prepared(lambda record: prepare_points(record, config.turn, config.seed, deidentify))
@@ -147,8 +140,7 @@ class ReplayWorkload(Workload[SimConfig, Job]):
         return self._done
 
     def items(self, run: Run) -> Iterator[tuple[str, Job]]:
-        """Every call to make, keyed by ``generation_key``; points, rejects and logged replies are written as
-        the inputs stream (so the counts reconcile whichever executor runs the calls)."""
+        """Every call to make, keyed by ``generation_key``; points, rejects, logged replies written as they stream."""
         done: set[str] = getattr(self, "_done", set())
         try:
             for item in self._inputs():
@@ -261,11 +253,7 @@ class ReplayWorkload(Workload[SimConfig, Job]):
         progress.set_totals({d.name: self.counts.points * d.samples for d in self.config.deployments})
 
     def _journal_row(self, row: dict[str, Any]) -> None:
-        """Journal a finished call; one flush per event-loop iteration, before the loop waits again.
-
-        A write that fails (a full disk) stops the run: ``failure`` is set, workers send
-        nothing more, and ``summarise`` raises it once the calls in flight have come back.
-        """
+        """Journal a finished call (one flush per loop iteration); a failed write sets ``failure`` and stops the run."""
         try:
             self.store.journal_row(row, flush=False)
         except JournalError as exc:

@@ -1,8 +1,4 @@
-"""A rich progress bar per deployment: done / total, rate, ETA, errors, tokens.
-
-Workers only bump counters; a ticker pushes them to rich a few times a second, so
-the bar costs nothing measurable even at thousands of points per second.
-"""
+"""A rich progress bar per deployment: done / total, rate, ETA, errors, tokens (workers only bump counters)."""
 
 from __future__ import annotations
 

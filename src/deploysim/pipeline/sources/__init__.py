@@ -71,8 +71,7 @@ def parsers() -> dict[str, FormatParser]:
 
 
 def detect_format(path: Path) -> str:
-    """The format of ``path``: judged from the file itself (zip members, a log header), else by a vote
-    of its first readable values — one damaged value must not refuse a file of good ones."""
+    """The format of ``path``: from the file itself, else by a vote of its first readable values."""
     check_container(path)
     known = parsers()
     for name, candidate in known.items():
@@ -182,8 +181,7 @@ def iter_inputs(
 
 
 def input_files(paths: Iterable[str | Path], format: str = "auto") -> list[tuple[Path, str, str]]:
-    """(file, format, origin) for each input file, in order: what ``iter_file`` reads one file by (a
-    distributed engine reads the files in parallel and still gives every record the same origin)."""
+    """(file, format, origin) for each input file, in order: what ``iter_file`` reads one file by."""
     if format not in FORMATS:
         raise SourceError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     seen: dict[Path, int] = {}
@@ -212,16 +210,14 @@ def iter_file(path: Path, format: str, origin: str, max_message_chars: int = DEF
 
 
 def origin_label(path: Path, files: list[Path]) -> str:
-    """A file's name in point ids: relative to the inputs' common folder, so ids and seeded samples do
-    not change when the logs (or a checkout) move, yet two files with one name in two folders differ."""
+    """A file's name in point ids, relative to the inputs' common folder (ids survive moving the logs)."""
     parents = {str(f.resolve().parent) for f in files}
     common = Path(os.path.commonpath(sorted(parents))) if parents else path.resolve().parent
     return path.resolve().relative_to(common).as_posix()
 
 
 def _guarded(values: Iterator[RawValue | RawError], path: Path) -> Iterator[RawValue | RawError]:
-    """A format's own reader failing part-way (a corrupt archive member) ends the file with one located
-    reject instead of the run: what it read before stays read."""
+    """A format's reader failing part-way ends the file with one located reject, not the run."""
     last = 0
     try:
         for raw in values:

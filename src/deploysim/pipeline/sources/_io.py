@@ -1,17 +1,8 @@
-"""Stream raw JSON values out of files, one at a time, with where each came from.
+"""Stream raw JSON values out of files, one at a time, with where each came from, in flat memory.
 
-Memory stays flat whatever the file size: JSONL is read line by line, JSON arrays
-and OTLP exports item by item (a byte scanner splits the items, orjson decodes
-each), Parquet batch by batch (pyarrow). A value that cannot be decoded
-is yielded as a ``RawError`` so the caller can reject it and carry on; nothing is
-skipped silently.
-
-Every value passes ``decode_value``, the one place with the limits: at most
-``MAX_VALUE_BYTES`` of JSON and ``MAX_NESTING`` levels of nesting. The array scanner
-and the OTLP reader apply the same limits while streaming, so a nesting bomb costs a
-counter, not a stack of half-built containers. A JSON array resynchronises after a
-broken item: the next item is found by the first key the broken one started with.
-Reasons never quote the input (it may hold personal data).
+A value that cannot be decoded is a ``RawError``, never skipped silently. ``decode_value`` holds the limits
+(``MAX_VALUE_BYTES``, ``MAX_NESTING``), which the array scanner also applies while streaming. Reasons never
+quote the input (it may hold personal data).
 """
 
 from __future__ import annotations
@@ -58,10 +49,7 @@ class SourceError(Exception):
 
 
 def container_kind(path: Path) -> str:
-    """``jsonl``, ``json``, ``parquet`` or ``zip`` from the file name (compression stripped).
-
-    A SWE-agent ``.traj`` file is JSON; an Inspect ``.eval`` log is a zip (read by its format).
-    """
+    """``jsonl``, ``json`` (``.traj`` too), ``parquet`` or ``zip`` (``.eval``) by file name, compression stripped."""
     name = path.name.lower()
     if name.endswith(".eval"):
         return "zip"
@@ -142,10 +130,7 @@ def check_limits(value: Any) -> None:
 
 
 def decode_value(data: bytes | str, depth: int | None = None) -> Any:
-    """JSON text to a value within the limits; ``ValueError`` with a reason that never quotes the text.
-
-    ``depth``: the nesting already known from a byte scan (then the decoded value is not walked).
-    """
+    """JSON text to a value within the limits (``depth``: already known from a byte scan); reasons never quote it."""
     if len(data) > MAX_VALUE_BYTES:
         raise ValueError(f"{len(data):,} bytes of JSON, over the limit of {MAX_VALUE_BYTES:,}")
     try:
@@ -253,11 +238,7 @@ def iter_whole(path: Path) -> Iterator[RawValue | RawError]:
 
 
 def iter_json_items(path: Path, prefix: str) -> Iterator[RawValue | RawError]:
-    """The values at an ijson-style ``prefix`` (``item``, ``data.item``, ``eval``), numbered from 1.
-
-    All go through ``ArrayItems`` (the limits and the resynchronisation of the other readers): an
-    array's items for ``item`` and ``KEY.item``, the one value after the key for ``KEY``.
-    """
+    """The values at an ijson-style ``prefix`` (``item``, ``KEY.item``, ``KEY``), numbered from 1."""
     with open_binary(path) as stream:
         if prefix == "item":
             yield from ArrayItems(stream)
@@ -278,11 +259,7 @@ _OBJECT_FIRST_KEY = re.compile(rb'\A\s*\{\s*("(?:[^"\\]|\\.){0,256}")\s*:')
 
 
 def first_key(path: Path) -> str | None:
-    """The first key of a top-level JSON object (None for anything else), from the file's head only.
-
-    Not with ijson: its C backend builds the prefixes of a whole buffer of events before the first
-    is returned, which for a nesting bomb is quadratic (gigabytes) even when only one is wanted.
-    """
+    """The first key of a top-level JSON object, from the file's head (not ijson: quadratic on a nesting bomb)."""
     match = _OBJECT_FIRST_KEY.match(_head(path))
     if match is None:
         return None
@@ -294,15 +271,10 @@ def first_key(path: Path) -> str | None:
 
 
 class ArrayItems:
-    """Items of JSON arrays, split by a byte scanner and decoded one by one.
+    """Items of JSON arrays, split by a byte scanner (strings, escapes, brackets) and decoded one by one.
 
-    ``opener`` finds where an array's items begin: a top-level ``[``, or for an OTLP
-    export each ``"spans": [`` (``many``: after one array closes, look for the next).
-    The scanner follows only strings, escapes and brackets, so a bad byte, a lone
-    surrogate or a broken value costs one item. When brackets or quotes are broken
-    (the scan loses its footing) the item fails to decode, and the scan resumes at the
-    next item's start inside it: ``,`` then ``{`` with the broken item's first key.
-    Anything that cannot be read is a located ``RawError``: every item is a value or a reject.
+    ``opener`` finds where items begin (a top-level ``[``, or each OTLP ``"spans": [`` with ``many``). A broken
+    item is a located ``RawError``; the scan resumes inside it at ``,`` ``{`` with the broken item's first key.
     """
 
     _STRUCT = re.compile(rb'["\[\]{},]')
@@ -449,11 +421,7 @@ class ArrayItems:
         return chunk
 
     def _premature_end(self, chunk: bytes, at: int) -> bool:
-        """Whether a ``]`` at item level cannot be the array's end, judged by what follows it.
-
-        A top-level array ends the file; an OTLP ``spans`` array is followed by the rest of its
-        scope object, never by ``, {`` (another item).
-        """
+        """Whether a ``]`` at item level cannot be the array's end, judged by what follows it."""
         rest = chunk[at:at + 256].lstrip()
         if not self.many:
             return bool(rest)
@@ -467,8 +435,7 @@ class ArrayItems:
         return size + len(piece)
 
     def _finish(self, item: bytearray, size: int, deepest: int) -> Generator[RawValue | RawError, None, bytes | None]:
-        """Decode one item. Returns (as the generator's value) bytes to scan again when a broken item
-        holds the start of the next one."""
+        """Decode one item; returns bytes to scan again when a broken item holds the start of the next one."""
         data = bytes(item).strip()
         if not data:
             return None
@@ -516,8 +483,7 @@ _FIRST_KEY = re.compile(rb'\A\s*\{\s*("(?:[^"\\]|\\.)*")\s*:')
 
 
 def _next_item_start(data: bytes, learned: bytes | None = None) -> int | None:
-    """Where, inside a broken item, the next item starts: ``,`` then ``{`` and the first key of the broken
-    item, or else of the last good one."""
+    """Where the next item starts inside a broken one: ``,`` ``{`` and its (or the last good item's) first key."""
     match = _FIRST_KEY.match(data)
     key = match.group(1) if match else learned
     if key is None:
