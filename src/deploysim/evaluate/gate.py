@@ -98,11 +98,7 @@ class GateResult:
 
     def to_json(self) -> str:
         """The result as JSON text (what ``deploysim gate --json`` prints)."""
-        return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False)
-
-
-def _json_default(value: Any) -> Any:
-    return str(value)
+        return json.dumps(self.to_dict(), indent=2, default=str, allow_nan=False)
 
 
 def _decide(low: float | None, high: float | None, threshold: float) -> tuple[str, str]:

@@ -172,8 +172,24 @@ class RolloutWorkload(Workload[SimConfig, Any]):
         original = cut_user_turns(record.messages, self.max_user_turns)
         out: list[Message] = []
         provenance: list[str] = []
-        counts = {"assistant": 0, "simulated": 0, "logged_user": 0}
+        counts = {"assistant_turns": 0, "simulated_user_turns": 0, "logged_user_turns": 0}
         ended = False
+
+        def failed(turn_index: int, role: str, error: str | None) -> None:
+            errors.append({"id": record.id, "turn_index": turn_index, "role": role, "error": error})
+            self.counts["conversations_errored"] += 1
+
+        async def reply(key: object, turn_index: int) -> bool:
+            nonlocal out
+            generation = await answer.generate(self.deployment.apply_system_prompt(out), id=f"{record.id}:{key}")
+            if not generation.ok:
+                failed(turn_index, "assistant", generation.error)
+                return False
+            out = [*out, Message(role="assistant", content=generation.text or "")]
+            provenance.append(f"deployment:{self.deployment.name}")
+            counts["assistant_turns"] += 1
+            return True
+
         for i, message in enumerate(original):
             if message.role == "tool":
                 break  # tool results answered another model's calls: agents room territory
@@ -185,12 +201,11 @@ class RolloutWorkload(Workload[SimConfig, Any]):
                 if user is None or not any(m.role == "assistant" for m in out):
                     out.append(message)
                     provenance.append("logged")
-                    counts["logged_user"] += 1
+                    counts["logged_user_turns"] += 1
                     continue
                 generation = await user.generate(simulator_messages(out, message.text()), id=f"{record.id}:{i}:user")
                 if not generation.ok:
-                    errors.append({"id": record.id, "turn_index": i, "role": "user", "error": generation.error})
-                    self.counts["conversations_errored"] += 1
+                    failed(i, "user", generation.error)
                     return
                 text = clean_user_turn(generation.text)
                 if text is None:
@@ -198,29 +213,12 @@ class RolloutWorkload(Workload[SimConfig, Any]):
                     break
                 out.append(Message(role="user", content=text))
                 provenance.append(f"simulator:{self.users}")
-                counts["simulated"] += 1
-                continue
+                counts["simulated_user_turns"] += 1
             # an assistant turn: regenerate it when it answers a user turn, drop the logged one otherwise
-            if not out or out[-1].role != "user":
-                continue
-            generation = await answer.generate(self.deployment.apply_system_prompt(out), id=f"{record.id}:{i}")
-            if not generation.ok:
-                errors.append({"id": record.id, "turn_index": i, "role": "assistant", "error": generation.error})
-                self.counts["conversations_errored"] += 1
+            elif out and out[-1].role == "user" and not await reply(i, i):
                 return
-            out = [*out, Message(role="assistant", content=generation.text or "")]
-            provenance.append(f"deployment:{self.deployment.name}")
-            counts["assistant"] += 1
-        if out and out[-1].role == "user":  # a logged conversation cut (or ended) on a user turn
-            generation = await answer.generate(self.deployment.apply_system_prompt(out), id=f"{record.id}:end")
-            if not generation.ok:
-                errors.append({"id": record.id, "turn_index": len(out), "role": "assistant",
-                               "error": generation.error})
-                self.counts["conversations_errored"] += 1
-                return
-            out.append(Message(role="assistant", content=generation.text or ""))
-            provenance.append(f"deployment:{self.deployment.name}")
-            counts["assistant"] += 1
+        if out and out[-1].role == "user" and not await reply("end", len(out)):  # cut (or ended) on a user turn
+            return
         # the rollout is a new population: the input's sampling weight does not carry over
         metadata = {k: v for k, v in record.metadata.items() if k != "provenance"}
         metadata.update({"provenance": provenance, "rollout_deployment": self.deployment.name,
@@ -228,9 +226,8 @@ class RolloutWorkload(Workload[SimConfig, Any]):
         output.append({"id": record.id, "messages": [m.model_dump(exclude_defaults=True) for m in out],
                        "metadata": metadata})
         self.counts["conversations_written"] += 1
-        self.counts["assistant_turns"] += counts["assistant"]
-        self.counts["simulated_user_turns"] += counts["simulated"]
-        self.counts["logged_user_turns"] += counts["logged_user"]
+        for name, n in counts.items():
+            self.counts[name] += n
         self.counts["conversations_ended_by_simulator"] += int(ended)
 
 

@@ -17,14 +17,13 @@ from deploysim.core.schema import Record, Reject
 InputStream = Callable[[], Iterator[Record | Reject]]
 
 
-def record_key(record: Record) -> str:
-    """A record's identity in this run (``Record.key``): where it was read, and its id."""
-    return record.key()
+def seeded_hash(*parts: object) -> int:
+    """64 bits of blake2b over the parts joined by NUL: the one hash every seeded choice ranks by."""
+    return int.from_bytes(hashlib.blake2b("\x00".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
 
 
 def _rank(seed: int, record: Record) -> int:
-    digest = hashlib.blake2b(f"{seed}\x00{record_key(record)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    return seeded_hash(seed, record.key())
 
 
 class UniformSample:
@@ -43,7 +42,7 @@ class UniformSample:
                 yield item
                 continue
             self.total_accepted += 1
-            entry = (-_rank(self.seed, item), record_key(item))
+            entry = (-_rank(self.seed, item), item.key())
             if len(heap) < self.n:
                 heapq.heappush(heap, entry)
             elif entry > heap[0]:
@@ -51,20 +50,13 @@ class UniformSample:
         chosen = {key for _, key in heap}
         weight = self.total_accepted / max(len(chosen), 1)
         for item in self.open_inputs():
-            if isinstance(item, Record) and record_key(item) in chosen:
+            if isinstance(item, Record) and item.key() in chosen:
                 item.weight *= weight
                 yield item
 
 
-# --- stratified sampling, caps and near-duplicate removal ------------------------------------------------
-#
-# ``StreamSampler`` makes the same kind of order-independent, seeded choices as
-# ``UniformSample`` but over several fitted passes, each keeping only small per-group
-# state: (1) near-duplicate removal and per-group caps, (2) per-stratum bottom-k
-# ranks, then an emitting pass. Memory: caps keep <= cap ranks per distinct group
-# value; strata keep <= n ranks per stratum; the MinHash LSH index keeps every
-# unique record's band hashes (the one cost that grows with input: measured in
-# benchmarks/ingest.py) plus one int per removed duplicate.
+# --- stratified sampling, caps and near-duplicate removal: passes that keep small per-group state; only the
+# MinHash LSH index grows with the input (measured in benchmarks/ingest.py) ---------------------------------
 
 MISSING = "<missing>"
 
@@ -100,15 +92,6 @@ class SamplingCounts:
     sampled_out: int = 0
     emitted: int = 0
     strata: dict[str, dict[str, float]] = field(default_factory=dict)
-
-
-def _seeded_rank(seed: int, salt: str, key: str) -> int:
-    digest = hashlib.blake2b(f"{seed}\x00{salt}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def _key_id(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 def stratum_of(record: Record, fields: list[str]) -> str:
@@ -228,7 +211,7 @@ class StreamSampler:
         for item in self.open_inputs():
             if isinstance(item, Record):
                 self.counts.accepted += 1
-                if index.seen_before(item, _key_id(record_key(item))):
+                if index.seen_before(item, seeded_hash(item.key())):
                     self.counts.duplicates_removed += 1
                     continue
                 self.counts.emitted += 1
@@ -244,9 +227,9 @@ class StreamSampler:
                 yield item
                 continue
             self.counts.accepted += 1
-            key = record_key(item)
-            if index is not None and index.seen_before(item, _key_id(key)):
-                self._duplicates.add(_key_id(key))
+            key = item.key()
+            if index is not None and index.seen_before(item, seeded_hash(key)):
+                self._duplicates.add(seeded_hash(key))
                 self.counts.duplicates_removed += 1
                 continue
             for name, cap in plan.caps.items():
@@ -255,7 +238,7 @@ class StreamSampler:
                 group = str(item.metadata[name])
                 sizes[name][group] = sizes[name].get(group, 0) + 1
                 heap = heaps[name].setdefault(group, [])
-                rank = -_seeded_rank(plan.seed, f"cap:{name}", key)
+                rank = -seeded_hash(plan.seed, f"cap:{name}", key)
                 if len(heap) < cap:
                     heapq.heappush(heap, rank)
                 elif rank > heap[0]:
@@ -272,7 +255,7 @@ class StreamSampler:
             if name not in record.metadata:
                 continue
             threshold, group_factor = rules[str(record.metadata[name])]
-            if _seeded_rank(self.plan.seed, f"cap:{name}", key) > threshold:
+            if seeded_hash(self.plan.seed, f"cap:{name}", key) > threshold:
                 return None
             factor *= group_factor
         return factor
@@ -289,13 +272,13 @@ class StreamSampler:
                 continue
             if first:
                 self.counts.accepted += 1
-            key = record_key(item)
-            if _key_id(key) in self._duplicates or self._cap_factor(item, key) is None:
+            key = item.key()
+            if seeded_hash(key) in self._duplicates or self._cap_factor(item, key) is None:
                 continue
             stratum = stratum_of(item, plan.strata)
             sizes[stratum] = sizes.get(stratum, 0) + 1
             heap = heaps.setdefault(stratum, [])
-            rank = -_seeded_rank(plan.seed, "strata", key)
+            rank = -seeded_hash(plan.seed, "strata", key)
             if len(heap) < plan.n:
                 heapq.heappush(heap, rank)
             elif rank > heap[0]:
@@ -315,8 +298,8 @@ class StreamSampler:
         for item in self.open_inputs():
             if isinstance(item, Reject):
                 continue
-            key = record_key(item)
-            if _key_id(key) in self._duplicates:
+            key = item.key()
+            if seeded_hash(key) in self._duplicates:
                 continue
             factor = self._cap_factor(item, key)
             if factor is None:
@@ -324,7 +307,7 @@ class StreamSampler:
                 continue
             if self._strata_rule:
                 threshold, stratum_factor = self._strata_rule.get(stratum_of(item, self.plan.strata), (-1, 0.0))
-                if _seeded_rank(self.plan.seed, "strata", key) > threshold:
+                if seeded_hash(self.plan.seed, "strata", key) > threshold:
                     self.counts.sampled_out += 1
                     continue
                 factor *= stratum_factor

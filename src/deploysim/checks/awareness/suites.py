@@ -6,7 +6,6 @@ Items derived from one real conversation share a ``key`` so comparisons between 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import heapq
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +18,7 @@ import orjson
 from deploysim.checks.awareness.benchmark import benchmark_records
 from deploysim.core.schema import Deployment, Generation, Message, Record, RecordError, Reject, ReplayPoint
 from deploysim.pipeline.replay import replay_points
-from deploysim.pipeline.sampling import UniformSample
+from deploysim.pipeline.sampling import UniformSample, seeded_hash
 
 SuiteKind = Literal["real", "simulated", "eval", "audit"]
 SUITE_NAMES: tuple[str, ...] = ("real", "simulated", "hh-rlhf", "benchmark", "redaction", "system-prompt")
@@ -61,10 +60,6 @@ class Suite:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
-def _rank(seed: int, key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest(), "big")
-
-
 def sampled_records(open_inputs: Callable[[], Iterator[Record | Reject]], sample: int | None,
                     seed: int) -> Iterator[Record | Reject]:
     """All inputs, or a seeded uniform sample of ``sample`` records (the engine's sampler)."""
@@ -103,7 +98,7 @@ def _sampled_point_ids(points: Iterable[ReplayPoint], sample: int | None, seed: 
         return None
     heap: list[tuple[int, str]] = []  # max-heap by negated rank: the ``sample`` smallest ranks
     for point in points:
-        entry = (-_rank(seed, point.point_id), point.point_id)
+        entry = (-seeded_hash(seed, point.point_id), point.point_id)
         if len(heap) < sample:
             heapq.heappush(heap, entry)
         elif entry > heap[0]:
@@ -226,7 +221,7 @@ def hh_rlhf_suite(paths: list[Path], sample: int | None, seed: int) -> Suite:
 def benchmark_suite(sample: int | None, seed: int) -> Suite:
     records = benchmark_records()
     if sample is not None and sample < len(records):
-        records = sorted(records, key=lambda r: _rank(seed, r.id))[:sample]
+        records = sorted(records, key=lambda r: seeded_hash(seed, r.id))[:sample]
         records.sort(key=lambda r: r.source_line)
     return Suite("benchmark", "eval", 1, [SuiteItem(f"bench:{r.id}", r) for r in records],
                  note="MMLU/GSM8K-style prompts written for deploysim")

@@ -14,21 +14,6 @@ from deploysim.core.models._base import (
 from deploysim.core.models.cache import CallCache, call_key, default_cache_path, open_cache
 from deploysim.core.models.service import CallStats, Limits, Model, ModelService
 
-__all__ = [
-    "CallCache",
-    "CallStats",
-    "Limits",
-    "Model",
-    "ModelCallError",
-    "ModelClient",
-    "ModelIdError",
-    "ModelOutput",
-    "ModelService",
-    "call_key",
-    "check_model_id",
-    "default_cache_path",
-    "get_model",
-    "model_provider",
-    "open_cache",
-    "providers",
-]
+__all__ = ["CallCache", "CallStats", "Limits", "Model", "ModelCallError", "ModelClient", "ModelIdError", "ModelOutput",
+           "ModelService", "call_key", "check_model_id", "default_cache_path", "get_model", "model_provider",
+           "open_cache", "providers"]

@@ -13,23 +13,6 @@ from deploysim.core.store.run_dir import (
 )
 from deploysim.core.store.tables import GENERATIONS, POINTS, VERDICTS, Table
 
-__all__ = [
-    "GENERATIONS",
-    "JournalError",
-    "JsonlJournal",
-    "Manifest",
-    "POINTS",
-    "RunDirError",
-    "RunStore",
-    "RunVersionError",
-    "Table",
-    "VERDICTS",
-    "exclusive_lock",
-    "generation_key",
-    "read_config",
-    "read_generations",
-    "read_manifest",
-    "read_points",
-    "read_verdicts",
-    "write_verdicts",
-]
+__all__ = ["GENERATIONS", "JournalError", "JsonlJournal", "Manifest", "POINTS", "RunDirError", "RunStore",
+           "RunVersionError", "Table", "VERDICTS", "exclusive_lock", "generation_key", "read_config",
+           "read_generations", "read_manifest", "read_points", "read_verdicts", "write_verdicts"]

@@ -39,22 +39,8 @@ DEFAULT_MAX_MESSAGE_CHARS = 1_000_000
 #: A record's sampling weight, when a log carries one among its fields.
 LEGACY_WEIGHT_KEY = "sampling_weight"
 
-__all__ = [
-    "FORMATS",
-    "RECORD_COLUMN",
-    "RecordError",
-    "SkippedInputs",
-    "SourceError",
-    "check_paths",
-    "detect_format",
-    "input_files",
-    "iter_file",
-    "iter_inputs",
-    "iter_records",
-    "native_row",
-    "parser",
-    "parsers",
-]
+__all__ = ["FORMATS", "RECORD_COLUMN", "RecordError", "SkippedInputs", "SourceError", "check_paths", "detect_format",
+           "input_files", "iter_file", "iter_inputs", "iter_records", "native_row", "parser", "parsers"]
 
 
 def parser(name: str) -> FormatParser:

@@ -1,18 +1,9 @@
-"""Inspect AI eval logs: ``.eval`` (a zip of JSON members) and ``.json``.
+"""Inspect AI eval logs: ``.eval`` (a zip of JSON members) and ``.json`` (https://inspect.aisi.org.uk/eval-logs.html).
 
-Shapes (inspect-ai ``inspect_ai.log.EvalLog`` / ``EvalSample``; https://inspect.aisi.org.uk/eval-logs.html):
-a ``.json`` log is ``{"version", "status", "eval": {task, model, run_id, ...}, "plan", "results",
-"stats", "samples": [EvalSample]}``; an ``.eval`` log is a zip with ``header.json`` (the log
-without samples; ``_journal/start.json`` while running) and one ``samples/<id>_epoch_<n>.json``
-member per sample, each compressed with zstd (zip method 93), which Python 3.11's ``zipfile``
-cannot inflate: those members are read raw and decompressed with ``zstandard`` (the optional
-``inspect`` extra). Samples stream one at a time in both forms; each record names its member.
-
-A sample's ``messages`` become the record: ``tool_calls`` carry ``function`` (a name) and
-``arguments`` (an object); tool messages carry ``tool_call_id`` and ``function``; content is a
-string or a list of parts (text kept, reasoning dropped, media as a marker). ``attachment://<hash>``
-references are resolved from the sample's ``attachments``. Sample id, epoch, scores, the task and
-model go into metadata (``conversation_id`` is the sample id, so epochs cluster together).
+A ``.json`` log holds ``samples: [EvalSample]``; an ``.eval`` log is a zip with ``header.json`` and one
+``samples/<id>_epoch_<n>.json`` member per sample, zstd-compressed (method 93, which ``zipfile`` cannot
+inflate: read raw and decompressed with ``zstandard``, the ``inspect`` extra). Samples stream one at a
+time; ``attachment://`` references are resolved; ``conversation_id`` is the sample id (epochs cluster).
 """
 
 from __future__ import annotations

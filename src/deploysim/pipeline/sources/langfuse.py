@@ -8,11 +8,7 @@ Shapes (Langfuse public API, OpenAPI ``Observation`` / ``TraceWithFullDetails``)
     trace:       {"id", "sessionId", "name", "observations": [observation, ...], ...}
     API page:    {"data": [observation | trace, ...], "meta": {...}}
 
-A GENERATION is one LLM call: ``input`` holds the messages sent (a list of OpenAI-style
-messages, or ``{"messages": [...], "tools"?: [...]}``, or a prompt string) and ``output`` the
-reply (a message, ``{"choices": [{"message"}]}``, or text). Each generation becomes one record;
-records of one trace share ``conversation_id`` = ``traceId`` (statistics cluster by it). Other
-observation types are not LLM calls: counted as skipped.
+Each GENERATION is one record (``conversation_id`` = ``traceId``); other types are counted as skipped.
 """
 
 from __future__ import annotations

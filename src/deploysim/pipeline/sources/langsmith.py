@@ -7,12 +7,8 @@ Shape (LangSmith ``Run`` schema)::
      "outputs": {"generations": [[{"text", "message"?}]]} | {"choices": [{"message"}]},
      "extra": {"invocation_params": {"tools"?: [...], "model"?}, "metadata": {"thread_id"?, ...}}}
 
-Messages may be LangChain-serialized (``{"lc": 1, "type": "constructor", "id": [..., "AIMessage"],
-"kwargs": {"content", "tool_calls": [{"name", "args", "id"}], "tool_call_id"}}``), in
-``messages_to_dict`` form (``{"type": "ai", "data": {...}}``), LangChain's plain dicts
-(``{"type": "human", "content"}``) or OpenAI-style (``{"role", "content"}``). Only ``llm`` runs
-are LLM calls; other runs are counted as skipped. ``conversation_id`` is the thread / session
-id when the run carries one, else the trace id.
+Messages may be LangChain-serialized, ``messages_to_dict`` form, LangChain plain dicts or OpenAI-style.
+Only ``llm`` runs are records; ``conversation_id`` is the thread / session id, else the trace id.
 """
 
 from __future__ import annotations

@@ -1,21 +1,13 @@
 """mini-swe-agent trajectories (``*.traj.json``, ``trajectory_format`` ``mini-swe-agent-1`` / ``-1.1``).
 
-Shape (mini-swe-agent docs, docs/usage/output_files.md; ``run/utils/save.py``)::
+Shape (mini-swe-agent docs, docs/usage/output_files.md)::
 
     {"info": {"exit_status", "submission", "model_stats", "config", "mini_version"},
      "messages": [...], "trajectory_format": "mini-swe-agent-1.1"}
 
-Two modes, both read:
-
-* tool-call mode (v2 default): assistant ``tool_calls`` to the ``bash`` tool, observations as
-  ``role: tool`` messages with ``tool_call_id`` — kept as they are;
-* text mode (v1, and v2's text-based models): the action is the one fenced block
-  (```` ```mswea_bash_command ```` in v2, ```` ```bash ```` in v1) of an assistant message and its
-  observation is the next user message. mini-swe-agent runs an action only when there is
-  exactly one block, so exactly then it becomes a ``bash`` call and the observation its result;
-  otherwise the next user message is its format-error reply and stays a user message.
-
-A final ``role: exit`` message (v2) ends the run: its ``exit_status`` / ``submission`` go to metadata.
+Tool-call mode is kept as is; in text mode a message with exactly one fenced action block
+(```` ```mswea_bash_command ```` or ```` ```bash ````) becomes a ``bash`` call and the next user message its
+result, as mini-swe-agent runs it. A final ``role: exit`` message goes to metadata.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """OpenHands event streams: a trajectory export (a JSON array of events) or evaluation output
 rows (``{"instance_id", "instruction", "history": [events], ...}``, one per JSONL line).
 
-Event shape (OpenHands ``events/serialization/event.py`` ``event_to_dict``; frontend
-``types/core/base.ts``)::
+Event shape (OpenHands ``events/serialization/event.py`` ``event_to_dict``)::
 
     action:      {"id", "timestamp", "source": "agent"|"user", "message", "action": "run"|"message"|...,
                   "args": {...}, "tool_call_metadata"?: {"function_name", "tool_call_id",
@@ -11,14 +10,8 @@ Event shape (OpenHands ``events/serialization/event.py`` ``event_to_dict``; fron
     observation: {"id", "timestamp", "source", "message", "observation": "run"|..., "content",
                   "extras": {...}, "cause": <action id>, "tool_call_metadata"?: {...}}
 
-Mapping: the ``system`` action is the system prompt (its ``args.tools`` the tool specs); a
-``message`` action is a user or assistant message; any other agent action is a tool call — its
-id, name and arguments from ``tool_call_metadata`` (the model response's own call), or, for
-actions logged without it, a call named after the action (``run`` -> ``execute_bash``) whose
-arguments are the action's args. Actions from one model response (same ``model_response.id``)
-form one assistant message. An observation answers the call whose ``tool_call_id`` it carries,
-else the action its ``cause`` names. ``finish`` is the agent handing back (an assistant
-message). Environment events (agent state changes), recalls and observations that answer no
+Agent actions become tool calls (from ``tool_call_metadata``, else named after the action), grouped
+by model response; observations answer by ``tool_call_id``, else ``cause``. Events that answer no
 logged call are left out and counted in metadata.
 """
 

@@ -11,12 +11,8 @@ Attributes (OpenInference semantic conventions, ``openinference-semantic-convent
     llm.tools.<i>.tool.json_schema               (a tool spec, JSON text)
     llm.model_name, llm.provider, llm.system, session.id
 
-Spans come as OTLP/JSON (``resourceSpans``, attribute lists), the SDK's flat span JSON
-(``{"name", "context": {"trace_id", "span_id"}, "attributes": {...}}``), or Phoenix exports whose
-attributes are nested (``{"llm": {"input_messages": [{"message": {...}}]}}``) or flattened into
-``attributes.<key>`` columns; all are flattened to the dotted keys above. Spans of other kinds
-(CHAIN, TOOL, RETRIEVER, ...) are not LLM calls and are counted as skipped. Records of one
-session (``session.id``) or trace share a ``conversation_id``.
+OTLP/JSON, the SDK's flat span JSON and Phoenix's nested or ``attributes.<key>`` exports are all
+flattened to these keys. Non-LLM spans are counted as skipped.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """SWE-agent trajectories (``<instance_id>.traj``, JSON).
 
-Shape (SWE-agent docs, docs/usage/trajectories.md; ``sweagent/types.py`` ``HistoryItem`` /
-``TrajectoryStep``)::
+Shape (SWE-agent docs, docs/usage/trajectories.md; ``sweagent/types.py``)::
 
     {"environment": ..., "info": {"exit_status", "submission", "model_stats"},
      "history": [{"role", "content", "agent", "message_type", "is_demo"?, "thought"?, "action"?,
                   "tool_calls"?, "tool_call_ids"?}],
      "trajectory": [{"response", "thought", "action", "observation", "state", "query"?}]}
 
-``history`` is read: demonstration entries (``is_demo``) are dropped and only the main agent's
-entries (the first agent named, ``primary``) kept. Function-calling runs log OpenAI
-``tool_calls`` and ``role: tool`` observations with ``tool_call_ids``; text-mode runs log the
-``action`` (a shell command, SWE-agent's own commands included) and the observation as the next
-user message — that action becomes a ``bash`` call and the observation its result. With no
-``history``, the ``trajectory`` steps are the fallback: the first step's ``query`` supplies the
-system and task messages, then each step is an action and its observation.
+``history`` without demonstrations, main agent only; text-mode actions become ``bash`` calls with the
+next user message as the result. Without ``history`` the ``trajectory`` steps are the fallback.
 """
 
 from __future__ import annotations
