@@ -96,14 +96,7 @@ def real_suite(inputs: Iterable[Record | Reject], name: str = "real") -> Suite:
 def _sampled_point_ids(points: Iterable[ReplayPoint], sample: int | None, seed: int) -> set[str] | None:
     if sample is None:
         return None
-    heap: list[tuple[int, str]] = []  # max-heap by negated rank: the ``sample`` smallest ranks
-    for point in points:
-        entry = (-seeded_hash(seed, point.point_id), point.point_id)
-        if len(heap) < sample:
-            heapq.heappush(heap, entry)
-        elif entry > heap[0]:
-            heapq.heapreplace(heap, entry)
-    return {pid for _, pid in heap}
+    return {p.point_id for p in heapq.nsmallest(sample, points, key=lambda p: seeded_hash(seed, p.point_id))}
 
 
 def run_deployments(run_dir: Path) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import orjson
+
 from deploysim.core.models._base import RETRYABLE_STATUS, ModelCallError, ModelIdError, ModelOutput, missing_extra
 from deploysim.core.models.openai_api import retry_after_seconds
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage
@@ -34,12 +36,9 @@ def to_anthropic(messages: list[Message]) -> tuple[str | None, list[dict[str, An
 
 
 def to_anthropic_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    converted = []
-    for tool in tools:
-        fn = tool.get("function", tool)
-        converted.append({"name": fn["name"], "description": fn.get("description", ""),
-                          "input_schema": fn.get("parameters", {"type": "object", "properties": {}})})
-    return converted
+    return [{"name": fn["name"], "description": fn.get("description", ""),
+             "input_schema": fn.get("parameters", {"type": "object", "properties": {}})}
+            for fn in (tool.get("function", tool) for tool in tools)]
 
 
 class AnthropicModel:
@@ -104,20 +103,11 @@ class AnthropicModel:
 def output_from_message(response: Any) -> ModelOutput:
     """An Anthropic Message (from ``messages.create`` or a batch result) as a ModelOutput."""
     texts = [b.text for b in response.content if b.type == "text"]
-    calls = [ToolCall(id=b.id, name=b.name, arguments=_json(b.input)) for b in response.content
+    calls = [ToolCall(id=b.id, name=b.name, arguments=orjson.dumps(b.input).decode()) for b in response.content
              if b.type == "tool_use"]
-    return ModelOutput(
-        text="".join(texts) if texts else None,
-        tool_calls=calls,
-        finish_reason=response.stop_reason,
-        usage=Usage(prompt_tokens=response.usage.input_tokens, completion_tokens=response.usage.output_tokens),
-    )
-
-
-def _json(value: Any) -> str:
-    import orjson
-
-    return orjson.dumps(value).decode()
+    return ModelOutput(text="".join(texts) if texts else None, tool_calls=calls, finish_reason=response.stop_reason,
+                       usage=Usage(prompt_tokens=response.usage.input_tokens,
+                                   completion_tokens=response.usage.output_tokens))
 
 
 def provider(name: str) -> AnthropicModel:

@@ -28,8 +28,7 @@ COMMIT_SECONDS = 1.0
 
 def default_cache_path() -> Path:
     root = os.environ.get("DEPLOYSIM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "deploysim"
-    )
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "deploysim")
     return Path(root) / "calls.sqlite"
 
 
@@ -52,9 +51,8 @@ class CallCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = self._connect()
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, output BLOB NOT NULL, created REAL NOT NULL)"
-        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls "
+                         "(key TEXT PRIMARY KEY, output BLOB NOT NULL, created REAL NOT NULL)")
         self._writer_db: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploysim-cache")
         self._writing: Future[None] | None = None
@@ -85,25 +83,15 @@ class CallCache:
             return None
         self.hits += 1
         data = orjson.loads(blob)
-        return ModelOutput(
-            text=data["text"],
-            tool_calls=[ToolCall(**c) for c in data["tool_calls"]],
-            finish_reason=data["finish_reason"],
-            usage=Usage(**data["usage"]),
-            prompt_truncated=data.get("prompt_truncated", False),
-        )
+        return ModelOutput(text=data["text"], tool_calls=[ToolCall(**c) for c in data["tool_calls"]],
+                           finish_reason=data["finish_reason"], usage=Usage(**data["usage"]),
+                           prompt_truncated=data.get("prompt_truncated", False))
 
     def put(self, key: str, output: ModelOutput) -> None:
-        self._pending[key] = orjson.dumps(
-            {
-                "text": output.text,
-                "tool_calls": [c.model_dump() for c in output.tool_calls],
-                "finish_reason": output.finish_reason,
-                "usage": {"prompt_tokens": output.usage.prompt_tokens,
-                          "completion_tokens": output.usage.completion_tokens},
-                "prompt_truncated": output.prompt_truncated,
-            }
-        )
+        self._pending[key] = orjson.dumps({
+            "text": output.text, "tool_calls": [c.model_dump() for c in output.tool_calls],
+            "finish_reason": output.finish_reason, "prompt_truncated": output.prompt_truncated, "usage": {
+                "prompt_tokens": output.usage.prompt_tokens, "completion_tokens": output.usage.completion_tokens}})
         if len(self._pending) >= COMMIT_EVERY or time.monotonic() - self._last_flush > COMMIT_SECONDS:
             self.flush(wait=False)
 

@@ -10,16 +10,13 @@ from deploysim.core.models._base import RETRYABLE_STATUS, ModelCallError, ModelI
 from deploysim.core.schema import GenerationParams, Message, ToolCall, Usage, redact_credentials
 
 
-
 def to_openai_messages(messages: list[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for m in messages:
         item: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.tool_calls:
-            item["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in m.tool_calls
-            ]
+            item["tool_calls"] = [{"id": c.id, "type": "function",
+                                   "function": {"name": c.name, "arguments": c.arguments}} for c in m.tool_calls]
         if m.tool_call_id:
             item["tool_call_id"] = m.tool_call_id
         if m.name and m.role != "tool":
@@ -34,21 +31,12 @@ def output_from_completion(response: Any) -> ModelOutput:
         raise ValueError("response has no choices")
     choice = response.choices[0]
     message = choice.message
-    calls = [
-        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-        for c in (message.tool_calls or [])
-        if getattr(c, "function", None) is not None
-    ]
+    calls = [ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+             for c in (message.tool_calls or []) if getattr(c, "function", None) is not None]
     usage = response.usage
-    return ModelOutput(
-        text=message.content,
-        tool_calls=calls,
-        finish_reason=choice.finish_reason,
-        usage=Usage(
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-        ),
-    )
+    return ModelOutput(text=message.content, tool_calls=calls, finish_reason=choice.finish_reason,
+                       usage=Usage(prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                                   completion_tokens=getattr(usage, "completion_tokens", 0) or 0))
 
 
 def output_from_completion_body(body: dict[str, Any]) -> ModelOutput:
@@ -80,12 +68,9 @@ def classify_openai_error(exc: Exception) -> ModelCallError:
 
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        return ModelCallError(
-            f"HTTP {status} from provider ({type(exc).__name__})",
-            retryable=status in RETRYABLE_STATUS,
-            retry_after=retry_after_seconds(exc.response.headers),
-            status=status,
-        )
+        return ModelCallError(f"HTTP {status} from provider ({type(exc).__name__})",
+                              retryable=status in RETRYABLE_STATUS,
+                              retry_after=retry_after_seconds(exc.response.headers), status=status)
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
         return ModelCallError(f"{type(exc).__name__}: no answer from provider", retryable=True)
     if isinstance(exc, (openai.APIResponseValidationError, ValueError)):
@@ -96,20 +81,11 @@ def classify_openai_error(exc: Exception) -> ModelCallError:
 def chat_request(model: str, messages: list[Message], params: GenerationParams,
                  tools: list[dict[str, Any]]) -> dict[str, Any]:
     """The body of one chat-completions request (the SDK's keyword arguments, or raw JSON for an HTTP stage)."""
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": to_openai_messages(messages),
-        "temperature": params.temperature,
-        "max_tokens": params.max_tokens,
-    }
-    if params.seed is not None:
-        body["seed"] = params.seed
-    if params.stop:
-        body["stop"] = params.stop
-    if params.top_p is not None:
-        body["top_p"] = params.top_p
-    if params.response_format is not None:
-        body["response_format"] = params.response_format
+    body: dict[str, Any] = {"model": model, "messages": to_openai_messages(messages),
+                            "temperature": params.temperature, "max_tokens": params.max_tokens}
+    optional = {"seed": params.seed, "stop": params.stop or None, "top_p": params.top_p,
+                "response_format": params.response_format}
+    body |= {key: value for key, value in optional.items() if value is not None}
     if tools:
         body["tools"] = tools
         if params.tool_choice is not None:
@@ -240,7 +216,6 @@ def render_chat_prompt(messages: list[Message]) -> str:
                                             bos_token="", eos_token="")
 
 
-
 def openai_provider(name: str) -> OpenAICompatibleModel:
     """OpenAI API; key from OPENAI_API_KEY, base URL from OPENAI_BASE_URL"""
     key = os.environ.get("OPENAI_API_KEY")
@@ -253,8 +228,7 @@ def compatible_provider(rest: str) -> OpenAICompatibleModel:
     """openai-compatible/<model>@<base-url>; key from DEPLOYSIM_API_KEY (or OPENAI_API_KEY), optional"""
     name, sep, base_url = rest.partition("@")
     if not sep or not base_url.startswith(("http://", "https://")):
-        raise ModelIdError(
-            f"openai-compatible/{redact_credentials(rest)}: expected openai-compatible/<model>@http://host:port/v1"
-        )
+        raise ModelIdError(f"openai-compatible/{redact_credentials(rest)}: "
+                           "expected openai-compatible/<model>@http://host:port/v1")
     key = os.environ.get("DEPLOYSIM_API_KEY") or os.environ.get("OPENAI_API_KEY")
     return OpenAICompatibleModel(name, base_url, key, "openai-compatible")

@@ -205,16 +205,12 @@ class ReplayWorkload(Workload[SimConfig, Job]):
         if batched:  # ``batch: true`` (``run --batch``): those calls go through the provider's batch API
             return await self._execute_batched(run, batched)
         done = self.done(run)
-        queues: dict[str, asyncio.Queue[Job | None]] = {
-            name: asyncio.Queue(maxsize=config.queue_size) for name in models
-        }
+        queues: dict[str, asyncio.Queue[Job | None]] = {name: asyncio.Queue(maxsize=config.queue_size)
+                                                         for name in models}
         progress = RunProgress(models, enabled=run.show_progress)
         with progress:
-            workers = [
-                asyncio.create_task(self._worker(run, queues[d.name], progress))
-                for d in config.deployments
-                for _ in range(max(1, d.concurrency))
-            ]
+            workers = [asyncio.create_task(self._worker(run, queues[d.name], progress))
+                       for d in config.deployments for _ in range(max(1, d.concurrency))]
             producer = asyncio.create_task(self._produce(run, queues, done, progress))
             try:
                 await producer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,32 +103,18 @@ def build_summary(root: Path, config: SimConfig, counts: InputCounts, models: di
             "latency_p50_s": _quantile(tally.latencies, 0.5),
             "latency_p95_s": _quantile(tally.latencies, 0.95),
             **_cost(deployment, tally),
-            "this_attempt": {
-                "calls_sent": stats.calls,
-                "retries": stats.retries,
-                "cache_hits": stats.cache_hits,
-                "cache_misses": stats.cache_misses,
-            },
+            "this_attempt": {"calls_sent": stats.calls, "retries": stats.retries, "cache_hits": stats.cache_hits,
+                             "cache_misses": stats.cache_misses},
         }
     logged = tallies[LOGGED].ok if LOGGED in tallies else 0
-    checks = {
-        "records_read == records_accepted + records_rejected": counts.records_read
-        == counts.records_accepted + counts.records_rejected,
-        **{
-            f"{name}: points == generations_ok + generations_error": d["expected"]
-            == d["generations_ok"] + d["generations_error"]
-            for name, d in deployments.items()
-        },
-    }
+    checks = {"records_read == records_accepted + records_rejected":
+              counts.records_read == counts.records_accepted + counts.records_rejected}
+    checks |= {f"{name}: points == generations_ok + generations_error":
+               d["expected"] == d["generations_ok"] + d["generations_error"] for name, d in deployments.items()}
     return {
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration_s": round(time.time() - started, 2),
-        "records_read": counts.records_read,
-        "records_accepted": counts.records_accepted,
-        "records_rejected": counts.records_rejected,
-        "records_sampled": counts.records_sampled,
-        "rejects_by_reason": counts.rejects_by_reason,
-        "points": counts.points,
+        **asdict(counts),
         "resumed_calls_skipped": skipped_done,
         LOGGED: {"with_reply": logged, "without_reply": counts.points - logged},
         "deployments": deployments,
