@@ -39,10 +39,7 @@ def _common(f):  # noqa: ANN001, ANN202
 
 
 def _privacy(mode: str, presidio: bool | None) -> dict:
-    cfg: dict = {"mode": mode}
-    if presidio is not None:
-        cfg["presidio"] = presidio
-    return cfg
+    return {"mode": mode} | ({} if presidio is None else {"presidio": presidio})
 
 
 @click.group("agents")

@@ -18,9 +18,7 @@ err = Console(stderr=True)
 
 
 def _split(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def print_behaviour_rates(grading: dict[str, Any], console: Console | None = None) -> None:

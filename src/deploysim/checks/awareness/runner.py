@@ -15,6 +15,7 @@ from deploysim.checks.awareness.probes import PROBE_FORMATS, QUESTIONS, ProbeFor
 from deploysim.checks.awareness.suites import Suite
 from deploysim.core.models import Limits, Model, ModelService
 from deploysim.core.schema import Generation, GenerationParams, Message, canonical_json, redact_credentials
+from deploysim.pipeline.sampling import seeded_hash
 
 DEFAULT_MAX_TOKENS = 16
 DEFAULT_MAX_TRANSCRIPT_CHARS = 6000
@@ -83,10 +84,6 @@ class ProbeStats:
     errors_by_kind: dict[str, int] = field(default_factory=dict)
 
 
-def _probe_id(suite: str, key: str, fmt: str, question: str) -> str:
-    return hashlib.blake2b(f"{suite}\x00{key}\x00{fmt}\x00{question}".encode(), digest_size=8).hexdigest()
-
-
 class Prober:
     """Probes suites with one model; reusable across calls so the in-process dedupe holds."""
 
@@ -121,7 +118,7 @@ class Prober:
         jobs = []
         for fmt in self.config.formats:
             for question in self.config.questions:
-                call_id = _probe_id(suite.name, item.key, fmt, question.id)
+                call_id = f"{seeded_hash(suite.name, item.key, fmt, question.id):016x}"
                 messages = build_probe(transcript, question, fmt)
                 for repeat in range(self.config.repeats):
                     jobs.append((fmt, question, repeat, self._ask(call_id, messages, repeat)))

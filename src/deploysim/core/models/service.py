@@ -66,10 +66,6 @@ def is_empty(output: ModelOutput) -> bool:
     return not output.tool_calls and not (output.text or "").strip()
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ModelCallError) and exc.retryable
-
-
 class Model:
     """One model as a run calls it: ``generate(messages, params, tools, sample, id=...) -> Generation``."""
 
@@ -91,7 +87,8 @@ class Model:
         #: synchronous, so calls interleaving on the event loop cannot see each other's state; the
         #: loop below is AsyncRetrying's, without its per-call wrapping of every action (4x the cost).
         self._policy = Retrying(stop=stop_after_attempt(limits.max_retries + 1), wait=self._wait,
-                                retry=retry_if_exception(_is_retryable), reraise=True)
+                                retry=retry_if_exception(lambda e: isinstance(e, ModelCallError) and e.retryable),
+                                reraise=True)
         self._identity = client.cache_identity()
 
     def _wait(self, state: RetryCallState) -> float:

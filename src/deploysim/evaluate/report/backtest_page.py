@@ -117,14 +117,10 @@ def scatter_svg(cells: list[dict[str, Any]], size: int = 520) -> Markup:
         fill = "#b45309" if c["direction_cell"] else "none"
         title = (f"{c['pair']} {c['behaviour']}: predicted {predicted:.4g}, actual {actual:.4g}, "
                  f"error {c['multiplicative_error']:.2f}x")
-        parts.append(f'<circle class="cell" cx="{pos(actual):.1f}" cy="{ypos(predicted):.1f}" r="4.5" '
-                     f'fill="{fill}" stroke="#b45309" stroke-width="1.5"><title>{_escape(title)}</title></circle>')
+        parts.append(f'<circle class="cell" cx="{pos(actual):.1f}" cy="{ypos(predicted):.1f}" r="4.5" fill="{fill}" '
+                     f'stroke="#b45309" stroke-width="1.5"><title>{Markup.escape(title)}</title></circle>')
     parts.append("</svg>")
     return Markup("".join(parts))
-
-
-def _escape(text: str) -> str:
-    return str(Markup.escape(text))
 
 
 def _verdict(score: dict[str, Any] | None) -> str:

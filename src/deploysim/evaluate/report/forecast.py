@@ -12,10 +12,6 @@ WIDTH, HEIGHT, PAD = 460, 300, 48
 COLOURS = ("#3056d3", "#b42318", "#067647", "#7a5af8")
 
 
-def _p(psi: float) -> float:
-    return math.exp(-math.exp(-psi))
-
-
 def _svg(name: str, f: dict[str, Any], colour: str) -> str:
     empirical = f["plot"]["empirical"]
     points = f["plot"]["forecast"]
@@ -38,7 +34,8 @@ def _svg(name: str, f: dict[str, Any], colour: str) -> str:
     parts.append(f'<line class="axis" x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}"/>')
     for i in range(5):  # x ticks labelled in p
         x = x0 + (x1 - x0) * i / 4
-        parts.append(f'<text x="{sx(x):.1f}" y="{HEIGHT - PAD + 16}" text-anchor="middle">{_p(x):.2g}</text>')
+        parts.append(f'<text x="{sx(x):.1f}" y="{HEIGHT - PAD + 16}" text-anchor="middle">'
+                     f'{math.exp(-math.exp(-x)):.2g}</text>')  # psi -> p
     for decade in range(math.ceil(-y1 / math.log(10)), math.floor(-y0 / math.log(10)) + 1):
         y = -decade * math.log(10)
         parts.append(f'<line class="grid" x1="{PAD}" y1="{sy(y):.1f}" x2="{WIDTH - PAD}" y2="{sy(y):.1f}"/>')

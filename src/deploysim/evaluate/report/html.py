@@ -41,10 +41,6 @@ def safe_json(value: Any) -> Markup:
     return Markup(text)
 
 
-def _badge(direction: str) -> str:
-    return {UP: "up", DOWN: "down"}.get(direction, "flat")
-
-
 # -- forest plot ------------------------------------------------------------------------------
 
 @dataclass
@@ -229,7 +225,7 @@ def _comp_cells(c: PairedComparison | None) -> dict[str, Any]:
                 "direction": "-", "badge": "flat"}
     return {"ratio": num(c.ratio), "ratio_ci": interval(c.ratio_low, c.ratio_high, num), "diff": pp(c.diff),
             "diff_ci": interval(c.diff_low, c.diff_high, pp), "p": pvalue(c.p_adjusted), "p_method": c.p_method,
-            "direction": c.direction, "badge": _badge(c.direction)}
+            "direction": c.direction, "badge": {UP: "up", DOWN: "down"}.get(c.direction, "flat")}
 
 
 def build_report(run_dir: Path, stats: RunStats | None = None, examples_per_category: int = 20,

@@ -31,10 +31,6 @@ T = TypeVar("T")
 Job = tuple[ReplayPoint, Deployment, int]
 
 
-def _reason_kind(reject: Reject) -> str:
-    return reject.field.split("[")[0] + ": " + reject.reason.split(";")[0][:60] if reject.field else reject.reason[:60]
-
-
 def _deidentifier(config: SimConfig) -> Callable[[Record], Record] | None:
     """The privacy room's de-identifier for this config, or None when privacy is off."""
     if config.privacy.get("mode", "off") == "off":
@@ -124,7 +120,8 @@ class ReplayWorkload(Workload[SimConfig, Job]):
     def _reject(self, reject: Reject) -> None:
         self.counts.records_read += 1
         self.counts.records_rejected += 1
-        kind = _reason_kind(reject)
+        kind = (f"{reject.field.split('[')[0]}: {reject.reason.split(';')[0][:60]}" if reject.field
+                else reject.reason[:60])
         self.counts.rejects_by_reason[kind] = self.counts.rejects_by_reason.get(kind, 0) + 1
         self.store.write_reject(reject)
 

@@ -62,14 +62,14 @@ def detect_format(path: Path) -> str:
     known = parsers()
     for name, candidate in known.items():
         sniff = getattr(candidate, "sniff_file", None)
-        if sniff is not None and _sniffs(sniff, path):
+        if sniff is not None and _judged(sniff, path, (SourceError, MemoryError)):
             return name
     samples = sample_values(path)
     if not samples:
         raise SourceError(f"{path}: no readable JSON values to detect the format from; pass --format")
     votes: dict[str, int] = {}
     for sample in samples:
-        match = next((n for n, candidate in known.items() if _matches(candidate, sample)), None)
+        match = next((n for n, candidate in known.items() if _judged(candidate.matches, sample)), None)
         if match is not None:
             votes[match] = votes.get(match, 0) + 1
     if votes:
@@ -82,23 +82,13 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _sniffs(sniff: Any, path: Path) -> bool:
-    """A file too damaged for a format's own look at it is left to the value vote."""
+def _judged(check: Any, value: Any, fatal: tuple[type[BaseException], ...] = (MemoryError,)) -> bool:
+    """A file or value too damaged for a format's check does not match: reading it for real rejects it, located."""
     try:
-        return bool(sniff(path))
-    except (SourceError, MemoryError):
+        return bool(check(value))
+    except fatal:
         raise
-    except Exception:  # noqa: BLE001 - reading it for real reports the damage, located
-        return False
-
-
-def _matches(parser: FormatParser, sample: Any) -> bool:
-    """A damaged value never stops detection: a matcher that fails on it does not match."""
-    try:
-        return bool(parser.matches(sample))
-    except MemoryError:
-        raise
-    except Exception:  # noqa: BLE001 - the value is judged again, with a located reject, when read
+    except Exception:  # noqa: BLE001 - the boundary of one format's look at damaged input
         return False
 
 

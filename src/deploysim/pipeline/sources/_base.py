@@ -130,12 +130,8 @@ def parse_openai_messages(raw: Any, field: str) -> list[Message]:
 
 def scalar_metadata(value: dict[str, Any], skip: set[str]) -> dict[str, Any]:
     """Top-level scalar fields and an explicit ``metadata`` object become record metadata."""
-    meta: dict[str, Any] = {}
-    for key, item in value.items():
-        if key in skip:
-            continue
-        if isinstance(item, (str, int, float, bool)) or item is None:
-            meta[key] = item
+    meta = {key: item for key, item in value.items()
+            if key not in skip and (item is None or isinstance(item, (str, int, float, bool)))}
     extra = value.get("metadata")
     if isinstance(extra, dict):
         meta.update(extra)
@@ -174,13 +170,8 @@ def file_id(ctx: SourceContext, suffixes: tuple[str, ...] = ()) -> str:
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     """Nested objects and lists as dotted keys (``a.0.b``), the shape of flat span attributes."""
-    out: dict[str, Any] = {}
-    if isinstance(value, dict):
-        for key, item in value.items():
-            out.update(flatten(item, f"{prefix}{key}."))
-    elif isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
-        for i, item in enumerate(value):
-            out.update(flatten(item, f"{prefix}{i}."))
-    else:
-        out[prefix[:-1]] = value
-    return out
+    if isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
+        value = dict(enumerate(value))
+    if not isinstance(value, dict):
+        return {prefix[:-1]: value}
+    return {k: v for key, item in value.items() for k, v in flatten(item, f"{prefix}{key}.").items()}
