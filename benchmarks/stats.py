@@ -37,7 +37,8 @@ ROWS = 1 << 18
 
 
 def build(run_dir: Path, n: int, seed: int = 0) -> None:
-    from deploysim.core.store import POINT_SCHEMA, VERDICT_SCHEMA
+    from deploysim.core.store.tables import POINTS, VERDICTS
+    POINT_SCHEMA, VERDICT_SCHEMA = POINTS.schema, VERDICTS.schema
 
     run_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -252,6 +252,11 @@ def plan_backtest(history_path: Path, out: Path, *, suite: Path | None = None,
     return history, chosen, runs
 
 
+def execute(run: PlannedRun, log: Any = print) -> dict[str, Any]:
+    """Run (or finish, or just read back) one planned run (the history script runs them one by one)."""
+    return _run(run.config, run.out, log)
+
+
 def run_backtest(history_path: Path, out: Path, *, suite: Path | None = None, pairs: str = "consecutive",
                  min_change: float = DEFAULT_MIN_CHANGE, confidence: float = 0.95, seed: int = 0,
                  log: Any = print) -> dict[str, Any]:
