@@ -33,3 +33,22 @@ def test_mypy_passes_on_src() -> None:
     done = _run("import sys; from mypy import api; out, err, code = api.run(['src']); "
                 "print(out); print(err, file=sys.stderr); sys.exit(code)")
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_benchmarks_import_only_names_the_package_has() -> None:
+    """Every ``from deploysim... import name`` in benchmarks/ resolves (a trim once broke the history script)."""
+    import ast
+    import importlib
+
+    missing = []
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("deploysim"):
+                module = importlib.import_module(str(node.module))
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            missing.append(f"{script.name}: {node.module}.{alias.name}")
+    assert not missing, missing

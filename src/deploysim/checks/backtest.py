@@ -222,6 +222,7 @@ class PlannedRun:
     key: str  # release name, "A->B", or "suite"
     config: SimConfig
     out: Path
+    reads: list[str]  # release names whose logs this run reads
 
 
 def plan_backtest(history_path: Path, out: Path, *, suite: Path | None = None,
@@ -235,20 +236,20 @@ def plan_backtest(history_path: Path, out: Path, *, suite: Path | None = None,
     releases = history.releases
     index = {r.name: i for i, r in enumerate(releases)}
     runs = [PlannedRun("production", r.name, _config(history, logs, [], graders, sample=None),
-                       out / "production" / r.name) for r, logs in zip(releases, files, strict=True)]
+                       out / "production" / r.name, [r.name]) for r, logs in zip(releases, files, strict=True)]
     if pairs not in ("all", "consecutive"):
         raise BacktestError(f"--pairs: expected 'consecutive' or 'all', got {pairs!r}")
     chosen = list(itertools.permutations(releases, 2) if pairs == "all" else itertools.pairwise(releases))
     for a, b in chosen:
         runs.append(PlannedRun("pair", f"{a.name}->{b.name}",
                                _config(history, files[index[a.name]], [deployments[index[b.name]]], graders),
-                               out / "pairs" / f"{a.name}--{b.name}"))
+                               out / "pairs" / f"{a.name}--{b.name}", [a.name]))
     if suite is not None:
         names = _suite_names(releases)
         suite_deps = [d.model_copy(update={"name": names[r.name]}) for r, d in zip(releases, deployments,
                                                                                    strict=True)]
         runs.append(PlannedRun("suite", "suite", _config(history, [str(suite)], suite_deps, graders, turn="last",
-                                                         sample=None, fmt="auto"), out / "suite"))
+                                                         sample=None, fmt="auto"), out / "suite", []))
     return history, chosen, runs
 
 
