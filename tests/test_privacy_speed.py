@@ -70,3 +70,34 @@ def test_real_sharegpt_gives_the_spans_it_gave_before_the_speed_work() -> None:
     assert len(now) == len(before)
     changed = [i for i, (a, b) in enumerate(zip(now, before)) if a != b]
     assert not changed, changed[:10]
+
+
+def _secrets_as_before(text: str) -> set[tuple[int, int]]:
+    """main's secret scan before the speed work: the regex tried at the 15 places before every trigger word."""
+    out: set[tuple[int, int]] = set()
+    for word in rk._SECRET_WORDS:
+        i = text.find(word)
+        while i != -1:
+            for j in range(max(0, i - 14), i + 1):
+                if j and text[j - 1].isalnum():
+                    continue
+                m = rk._SECRET_RE.match(text, j)
+                if m is None:
+                    continue
+                value = m.group(1).rstrip(".")
+                if rk._secret_like(value):
+                    out.add((m.start(1), m.start(1) + len(value)))
+                break
+            i = text.find(word, i + 1)
+    return out
+
+
+@pytest.mark.parametrize("prefix", ["", "é ", "\u017f", "İstanbul ", "ß ", "한국어 ", "\u0131"])
+def test_secret_scan_matches_the_old_scan_where_lower_casing_moves_or_folds_characters(prefix: str) -> None:
+    texts = [f"{prefix}{body}" for body in (
+        "\u017fecret_key: Xk9$mQ2p", "my password: Tr0ub4dor&3 and api key = Hunter2!x9", "PIN code: 4821-Ab",
+        "Aİ password=Q9w8e7r6!", "cl\u0131ent_secret: Zz81!aQk", "key key PASS: zX9!aa77 TOKEN=Ab12Cd34Ef",
+        "api key password: Xk9$mQ2p", "Bearer eyJhbGciOi.J9abc", "\u0130\u0130 passwd is W0rd$Fish")]
+    for text in texts:
+        found = {(s.start, s.end) for s in rk.find_secrets(text)}
+        assert found == _secrets_as_before(text), text

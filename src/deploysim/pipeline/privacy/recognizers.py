@@ -312,12 +312,23 @@ def find_ipv6(text: str) -> Iterable[Span]:
                 yield Span(m.start(), m.end(), IP)
 
 
+#: The markers grouped by a character each contains: a text without the character skips the group.
+_API_KEY_GROUPS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
+    ("_", tuple(mb for mb in _API_KEY_MARKERS if "_" in mb[0])),
+    ("-", tuple(mb for mb in _API_KEY_MARKERS if "-" in mb[0] and "_" not in mb[0])),
+    ("", tuple(mb for mb in _API_KEY_MARKERS if "-" not in mb[0] and "_" not in mb[0])),
+)
+
+
 def find_api_keys(text: str) -> Iterable[Span]:
-    for marker, back in _API_KEY_MARKERS:
-        for i in _occurrences(text, marker):
-            m = _API_KEY_RE.match(text, max(0, i - back))
-            if m:
-                yield Span(m.start(), m.end(), API_KEY)
+    for needed, markers in _API_KEY_GROUPS:
+        if needed not in text:
+            continue
+        for marker, back in markers:
+            for i in _occurrences(text, marker):
+                m = _API_KEY_RE.match(text, max(0, i - back))
+                if m:
+                    yield Span(m.start(), m.end(), API_KEY)
 
 
 def find_url_credentials(text: str) -> Iterable[Span]:
@@ -358,6 +369,11 @@ def _secret_starts(text: str, low: str) -> list[int] | None:
     return sorted(starts)
 
 
+#: ``_SECRET_WORDS`` by their lower-case form (an ASCII text keeps its positions when lower-cased).
+_SECRET_TRIGGERS: tuple[tuple[str, frozenset[str]], ...] = tuple(
+    (low, frozenset(w for w in _SECRET_WORDS if w.lower() == low)) for low in dict.fromkeys(w.lower() for w in _SECRET_WORDS))
+
+
 def find_secrets(text: str) -> Iterable[Span]:
     """Values after a secret keyword; each trigger word looks back 14 characters for where the keyword begins.
 
@@ -369,28 +385,32 @@ def find_secrets(text: str) -> Iterable[Span]:
             or "bearer" in low):  # every trigger word, lower-cased: no trigger word, nothing to look back from
         return
     starts = _secret_starts(text, low)
-    if starts is None:
+    triggers: Iterable[int]
+    if starts is None:  # lower-casing moved characters: every word start, triggers found in the text itself
         starts = [j for j in range(len(text)) if not j or not text[j - 1].isalnum()]
+        triggers = (i for word in _SECRET_WORDS for i in _occurrences(text, word))
+    else:  # the trigger words are case-sensitive
+        triggers = (i for word, cases in _SECRET_TRIGGERS for i in _occurrences(low, word)
+                    if text[i : i + len(word)] in cases)
     if not starts:
         return
     tried: dict[int, re.Match[str] | None] = {}
     seen: set[int] = set()
-    for word in _SECRET_WORDS:
-        for i in _occurrences(text, word):
-            k = bisect.bisect_left(starts, i - 14)
-            while k < len(starts) and starts[k] <= i:
-                j = starts[k]
-                k += 1
-                if j not in tried:
-                    tried[j] = _SECRET_RE.match(text, j)
-                m = tried[j]
-                if m is None:
-                    continue
-                value = m.group(1).rstrip(".")
-                if m.start(1) not in seen and _secret_like(value):
-                    seen.add(m.start(1))
-                    yield Span(m.start(1), m.start(1) + len(value), SECRET)
-                break
+    for i in triggers:
+        k = bisect.bisect_left(starts, i - 14)
+        while k < len(starts) and starts[k] <= i:
+            j = starts[k]
+            k += 1
+            if j not in tried:
+                tried[j] = _SECRET_RE.match(text, j)
+            m = tried[j]
+            if m is None:
+                continue
+            value = m.group(1).rstrip(".")
+            if m.start(1) not in seen and _secret_like(value):
+                seen.add(m.start(1))
+                yield Span(m.start(1), m.start(1) + len(value), SECRET)
+            break
 
 
 def find_addresses(text: str) -> Iterable[Span]:
