@@ -189,3 +189,87 @@ def test_metadata_field_missing_everywhere_is_one_missing_segment() -> None:
     meta = Metadata([{"language": "en"}, {"language": "de"}])
     assert meta.values("language")[1] == ["en", "de"]  # parsed by Arrow, JSON text dropped
     assert segment_labels(meta, "tier").tolist() == ["(missing)", "(missing)"]
+
+
+def _write_journal(path: Path, n_replies: int, seed: int = 0) -> None:
+    """Verdict journal lines as grading writes them: two graders (one with two behaviours) per reply,
+    some lines errors later regraded, some replies regraded under a new rubric version."""
+    import orjson
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        def line(i: int, grader: str, behaviour: str, version: str, error: str | None) -> None:
+            out.write(orjson.dumps({"point_id": f"p{i}", "deployment": "candidate", "sample_index": 0,
+                                    "grader": grader, "grader_version": version, "behaviour": behaviour,
+                                    "flagged": None if error else bool(i % 2), "score": None, "rationale": "r",
+                                    "error": error}) + b"\n")
+        for i in range(n_replies):
+            bad = rng.random() < 0.1
+            line(i, "refusal", "refusal", "1", "boom" if bad else None)
+            line(i, "pii", "pii_email", "1", None)
+            line(i, "pii", "pii_phone", "1", "boom" if rng.random() < 0.1 else None)
+        for i in range(0, n_replies, 7):  # a resume regrades failed ones, a rubric change regrades some
+            line(i, "refusal", "refusal", "2", None)
+        out.write(b'{"point_id": "cut sh')  # a line cut short by a kill: ignored
+
+
+def _naive_finalise(journal_path: Path) -> list[dict]:
+    from deploysim.core.store import JsonlJournal
+
+    rows = list(JsonlJournal(journal_path, key="point_id").rows())
+    last = {(r["point_id"], r["deployment"], r["sample_index"], r["behaviour"], r["grader"]): i
+            for i, r in enumerate(rows)}
+    return [r for i, r in enumerate(rows) if last[(r["point_id"], r["deployment"], r["sample_index"],
+                                                    r["behaviour"], r["grader"])] == i]
+
+
+@pytest.mark.parametrize("part_rows", [1 << 19, 500])
+def test_resume_keys_and_finalise_give_what_the_per_verdict_dicts_gave(tmp_path: Path, part_rows: int,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole in memory and partitioned on disk (part_rows 500: 9 partitions): same resume keys, same verdicts."""
+    from deploysim.core.store import JsonlJournal
+
+    monkeypatch.setattr(grade_mod, "PART_ROWS", part_rows)
+    run_dir = tmp_path / "run"
+    path = run_dir / "journal" / "verdicts.jsonl"
+    _write_journal(path, 1000)
+    journal = JsonlJournal(path, key="point_id")
+    done = grade_mod._done_keys(journal, run_dir / grade_mod.JOURNAL_SCRATCH)
+    want = grade_mod._done_keys_set(journal)
+    assert isinstance(done, grade_mod.DoneKeys) and len(done) == len(want) > 1000
+    every = {grade_mod._item_key(f"p{i}", "candidate", 0, g, v) for i in range(1000) for g in ("refusal", "pii")
+             for v in ("1", "2")}
+    assert {k for k in every if k in done} == want
+    n = grade_mod._finalise(run_dir, journal)
+    got = pq.read_table(run_dir / "verdicts.parquet").to_pylist()
+    expected = _naive_finalise(path)
+    assert n == len(got) == len(expected) == 3000
+    assert [(r["point_id"], r["grader"], r["grader_version"], r["behaviour"], r["error"]) for r in got] == \
+        [(r["point_id"], r["grader"], r["grader_version"], r["behaviour"], r["error"]) for r in expected]
+    assert not (run_dir / grade_mod.JOURNAL_SCRATCH).exists()
+
+
+def test_resume_keys_and_finalise_hold_no_python_object_per_verdict(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python-heap peak (tracemalloc) of building the resume keys and finalising, 4x the journal: it stays
+    about flat. A set or dict with a key per verdict (as before) grows it ~4x (~150 bytes a verdict)."""
+    import tracemalloc
+
+    from deploysim.core.store import JsonlJournal
+
+    monkeypatch.setattr(grade_mod, "PART_ROWS", 4000)
+    peaks = {}
+    for n in (4000, 16000):
+        run_dir = tmp_path / str(n)
+        path = run_dir / "journal" / "verdicts.jsonl"
+        _write_journal(path, n)
+        journal = JsonlJournal(path, key="point_id")
+        tracemalloc.start()
+        done = grade_mod._done_keys(journal, run_dir / grade_mod.JOURNAL_SCRATCH)
+        grade_mod._finalise(run_dir, journal)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert done.hashes.nbytes == 8 * len(done)  # 8 bytes a done key
+    print(peaks)
+    assert peaks[16000] < 1.5 * peaks[4000], peaks

@@ -68,14 +68,125 @@ def _item_key(point_id: str, deployment: str, sample_index: int, grader: str, ve
     return f"{point_id}|{deployment}|{sample_index}|{grader}|{version}"
 
 
-def _done_keys(journal: JsonlJournal) -> set[str]:
-    """(reply, grader, version) whose latest journal lines hold no error: not graded again."""
+def _done_keys_set(journal: JsonlJournal) -> set[str]:
+    """(reply, grader, version) whose latest journal lines hold no error, as strings (the Ray engine's form)."""
     status: dict[str, dict[str, bool]] = {}
     for row in journal.rows():
         key = _item_key(row["point_id"], row["deployment"], row.get("sample_index", 0), row["grader"],
                         row.get("grader_version", "1"))
         status.setdefault(key, {})[row["behaviour"]] = row.get("error") is None
     return {k for k, by_behaviour in status.items() if all(by_behaviour.values())}
+
+
+#: journal lines per on-disk partition when the journal is summarised (resume keys, finalise)
+PART_ROWS = 1 << 19
+#: the journal summary is partitioned on disk here while grading starts and ends (removed after)
+JOURNAL_SCRATCH = Path("journal") / "verdict-partitions"
+_SUMMARY = pa.schema([("row", pa.int64()), ("reply", pa.string()), ("grader", pa.string()),
+                      ("version", pa.string()), ("behaviour", pa.string()), ("ok", pa.bool_())])
+
+
+def _key_hash(key: str) -> int:
+    """A key's 64-bit hash (Python's: stable within the process that builds and asks a ``DoneKeys``)."""
+    return hash(key)
+
+
+class DoneKeys:
+    """The (reply, grader, version) keys done, as a sorted int64 array of their hashes: 8 bytes a key.
+
+    A set of Python strings cost ~150 bytes a key (43M keys at 1.3M points); this holds the
+    hashes only. Two keys share a 64-bit hash with probability ~ n^2 / 2^65 (about 1e-5 at
+    10M keys), which would leave one verdict ungraded.
+    """
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        self.hashes = np.unique(np.asarray(hashes, np.int64))
+
+    def __contains__(self, key: object) -> bool:
+        h = _key_hash(str(key))
+        i = int(np.searchsorted(self.hashes, h))
+        return i < len(self.hashes) and int(self.hashes[i]) == h
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+#: what ``verdicts_for`` asks "already graded?" of: a DoneKeys, or the Ray engine's set of key strings
+Done = DoneKeys | set[str] | frozenset[str]
+
+
+def _journal_parts(journal: JsonlJournal, scratch: Path) -> Iterator[pa.Table]:
+    """The journal as summary tables (row, reply, grader, version, behaviour, ok), every line of a
+    (reply) in the same table: one table in memory when small, else partitioned on disk by a hash of
+    the reply so that memory stays bounded by PART_ROWS lines, not by the journal."""
+    if not journal.path.exists():
+        return
+    lines = sum(chunk.count(b"\n") for chunk in _read_blocks(journal.path))
+    parts = max(1, -(-lines // PART_ROWS))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        cols: dict[str, list[Any]] = {name: [] for name in [*_SUMMARY.names, "part"]}
+        for i, row in enumerate(journal.rows()):
+            reply = f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}"
+            cols["row"].append(i)
+            cols["reply"].append(reply)
+            cols["grader"].append(row["grader"])
+            cols["version"].append(str(row.get("grader_version", "1")))
+            cols["behaviour"].append(row["behaviour"])
+            cols["ok"].append(row.get("error") is None)
+            cols["part"].append(hash(reply) % parts)
+            if len(cols["row"]) >= BATCH_ROWS_SCRATCH:
+                yield pa.RecordBatch.from_pydict(cols, schema=_SUMMARY.append(pa.field("part", pa.int64())))
+                cols = {name: [] for name in cols}
+        if cols["row"]:
+            yield pa.RecordBatch.from_pydict(cols, schema=_SUMMARY.append(pa.field("part", pa.int64())))
+
+    if parts == 1:
+        table = pa.Table.from_batches(list(batches()), schema=_SUMMARY.append(pa.field("part", pa.int64())))
+        yield table.drop_columns(["part"])
+        return
+    shutil.rmtree(scratch, ignore_errors=True)
+    partitioning = ds.partitioning(pa.schema([("part", pa.int64())]))
+    try:
+        ds.write_dataset(batches(), scratch, schema=_SUMMARY.append(pa.field("part", pa.int64())),
+                         format="parquet", partitioning=partitioning, use_threads=False,
+                         max_partitions=1 << 20, max_open_files=256, existing_data_behavior="overwrite_or_ignore")
+        parted = ds.dataset(scratch, format="parquet", partitioning=partitioning)
+        for k in range(parts):
+            yield parted.to_table(columns=_SUMMARY.names, filter=pc.field("part") == k)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _read_blocks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            yield block
+
+
+def _last_rows(table: pa.Table, keys: list[str]) -> pa.Array:
+    """The row number of the last line of each ``keys`` group."""
+    return table.group_by(keys, use_threads=False).aggregate([("row", "max")])["row_max"]
+
+
+def _done_keys(journal: JsonlJournal, scratch: Path | None = None) -> DoneKeys:
+    """(reply, grader, version) whose latest journal lines hold no error: not graded again.
+
+    Built a partition of the journal at a time (see _journal_parts); what is kept is one
+    int64 hash per done key (see DoneKeys), never a Python object per verdict.
+    """
+    found: list[np.ndarray] = []
+    for table in _journal_parts(journal, scratch or journal.path.parent / "verdict-partitions"):
+        if not table.num_rows:
+            continue
+        last = table.filter(pc.is_in(table["row"], value_set=_last_rows(table, ["reply", "grader", "version",
+                                                                               "behaviour"])))
+        by_key = last.group_by(["reply", "grader", "version"], use_threads=False).aggregate([("ok", "all")])
+        done = by_key.filter(by_key["ok_all"])
+        found.append(np.fromiter((_key_hash(f"{r}|{g}|{v}") for r, g, v in zip(
+            done["reply"].to_pylist(), done["grader"].to_pylist(), done["version"].to_pylist(), strict=True)),
+            np.int64, count=done.num_rows))
+    return DoneKeys(np.concatenate(found) if found else np.zeros(0, np.int64))
 
 
 def _generation_chunks(run_dir: Path, point_ids: pa.Array, chunk: int,
@@ -187,7 +298,7 @@ def _count_ok(run_dir: Path) -> tuple[int, int]:
     return table.num_rows - errors, errors
 
 
-async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: set[str]) -> list[list[Verdict]]:
+async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: Done) -> list[list[Verdict]]:
     """Each grader's verdicts on the items of ``batch`` not in ``done``, one list per grader that had work.
 
     A grader that fails gives error verdicts (``flagged=None``): recorded, never fatal (rule 3).
@@ -212,7 +323,7 @@ async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: 
 
 def done_verdicts(run_dir: Path) -> set[str]:
     """The (reply, grader, version) keys ``run_dir``'s verdict journal holds without error."""
-    return _done_keys(RunStore(run_dir).journal_file("verdicts", key="point_id"))
+    return _done_keys_set(RunStore(run_dir).journal_file("verdicts", key="point_id"))
 
 
 #: Graders the worker processes run: set in the parent just before the pool forks, inherited.
@@ -279,7 +390,7 @@ class _Pool:
         _POOLED.clear()
 
 
-async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: set[str],
+async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: Done,
                        journal: JsonlJournal, pool: _Pool | None = None) -> int:
     written = 0
     pooled: dict[int, list[dict[str, Any]] | str] = {}
@@ -319,14 +430,28 @@ def default_workers() -> int:
 
 
 def _finalise(run_dir: Path, journal: JsonlJournal) -> int:
-    """verdicts.parquet from the journal; the last line per (reply, behaviour, grader) wins."""
+    """verdicts.parquet from the journal; the last line per (reply, behaviour, grader) wins.
 
-    def key(row: dict[str, Any]) -> str:
-        return f"{row['point_id']}|{row['deployment']}|{row.get('sample_index', 0)}|{row['behaviour']}|{row['grader']}"
+    Streams: the lines a later line replaces are found a partition of the journal at a
+    time (see _journal_parts), then the journal is read once more in order and written
+    out batch by batch. Memory holds the replaced line numbers, not a key per verdict.
+    """
+    replaced: list[np.ndarray] = []
+    for table in _journal_parts(journal, Path(run_dir) / JOURNAL_SCRATCH):
+        if table.num_rows:
+            keep = pc.is_in(table["row"], value_set=_last_rows(table, ["reply", "behaviour", "grader"]))
+            replaced.append(table["row"].filter(pc.invert(keep)).to_numpy())
+    skip = np.sort(np.concatenate(replaced)) if replaced else np.zeros(0, np.int64)
 
-    last = {key(row): i for i, row in enumerate(journal.rows())}
-    return VERDICTS.write(run_dir, (Verdict.model_validate(row) for i, row in enumerate(journal.rows())
-                                    if last[key(row)] == i))
+    def rows() -> Iterator[Verdict]:
+        nxt = 0
+        for i, row in enumerate(journal.rows()):
+            if nxt < len(skip) and skip[nxt] == i:
+                nxt += 1
+                continue
+            yield Verdict.model_validate(row)
+
+    return VERDICTS.write(run_dir, rows())
 
 
 def grade_run(run_dir: Path, grader_names: list[str] | None, judge: str | None = None,
@@ -387,7 +512,7 @@ async def grade_items(run_dir: Path, graders: Sequence[Grader], items: Iterable[
     journal = RunStore(run_dir).journal_file("verdicts", key="point_id")
     workers = default_workers() if workers is None else workers
     with _grade_lock(Path(run_dir)):
-        done = _done_keys(journal)
+        done = _done_keys(journal, Path(run_dir) / JOURNAL_SCRATCH)
         use_pool = (workers > 1 and (total or 0) >= POOL_MIN_ITEMS
                     and "fork" in multiprocessing.get_all_start_methods())
         pool = _Pool(graders, workers) if use_pool else None  # forked before the progress bar's thread starts
