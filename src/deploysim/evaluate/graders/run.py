@@ -79,7 +79,7 @@ def _done_keys_set(journal: JsonlJournal) -> set[str]:
 
 
 #: journal lines per on-disk partition when the journal is summarised (resume keys, finalise)
-PART_ROWS = 1 << 19
+PART_ROWS = 1 << 17
 #: the journal summary is partitioned on disk here while grading starts and ends (removed after)
 JOURNAL_SCRATCH = Path("journal") / "verdict-partitions"
 _SUMMARY = pa.schema([("row", pa.int64()), ("reply", pa.string()), ("grader", pa.string()),
@@ -154,6 +154,7 @@ def _journal_parts(journal: JsonlJournal, scratch: Path) -> Iterator[pa.Table]:
         parted = ds.dataset(scratch, format="parquet", partitioning=partitioning)
         for k in range(parts):
             yield parted.to_table(columns=_SUMMARY.names, filter=pc.field("part") == k)
+            pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed partitions: give them back
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
