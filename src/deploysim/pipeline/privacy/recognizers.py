@@ -9,10 +9,13 @@ entity names so built-in and Presidio spans mix in one list.
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+import string
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import phonenumbers
 from stdnum import iban as stdnum_iban
@@ -221,13 +224,66 @@ def valid_ip(text: str) -> bool:
 # --- finders: a cheap trigger finds the few places worth a closer look; the exact pattern runs there --
 
 
-_NUMERIC_TRIGGER = re.compile(r"\d[\d().\- ]{5,40}\d")
-_IBAN_NINO_TRIGGER = re.compile(r"[A-Z][A-Z] ?\d\d")
-_IPV6_TRIGGER = re.compile(r"[0-9a-fA-F]:[0-9a-fA-F:]*:")
+def _class_table(classes: dict[str, str], other: str) -> bytes:
+    """A ``bytes.translate`` table sending each ASCII character in a key to that key's class letter, the rest to
+    ``other``."""
+    table = bytearray(other.encode() * 256)
+    for members, letter in classes.items():
+        for c in members.encode():
+            table[c] = ord(letter)
+    return bytes(table)
+
+
+#: Character classes of the trigger patterns: a digit is 0, an upper-case letter A, a lower-case one a; the
+#: separators the patterns name stand for themselves, everything else (non-ASCII too) is ``#``.
+_SHAPE = _class_table({string.digits: "0", string.ascii_uppercase: "A", string.ascii_lowercase: "a", "(": "(",
+                       ")": ")", ".": ".", "-": "-", " ": " "}, "#")
+#: For the IPv6 trigger: a hexadecimal digit is h, a colon stays, everything else is ``#``.
+_HEX_SHAPE = _class_table({string.hexdigits: "h", ":": ":"}, "#")
+#: A digit ``\d`` matches that is not 0-9 (Arabic-Indic, full-width, ...).
+_NON_ASCII_DIGIT = re.compile(r"[^\D0-9]")
+
+
+@functools.lru_cache(maxsize=4)  # each text is shaped once for all the finders that ask in a row
+def _shape(text: str, table: bytes) -> bytes | None:
+    """``text`` one byte per character, each byte its character's class in ``table``; None where the text holds
+    a digit outside ASCII (the str patterns match it with ``\\d``, the class table cannot tell)."""
+    if text.isascii():
+        return text.encode("ascii").translate(table)
+    if _NON_ASCII_DIGIT.search(text):
+        return None
+    return text.encode("ascii", "replace").translate(table)  # one ``?`` per other character: positions kept
+
+
+@dataclass(frozen=True)
+class _Trigger:
+    """A trigger pattern over the text, and the same pattern over the text's classes (``_shape``).
+
+    ``re`` tries a pattern that begins with a character class at every character of the text (~10 ns each);
+    over the classes the pattern begins with a literal, which ``re`` skips to with a fast search, about ten
+    times faster. Same matches: every character class in ``pattern`` is one class letter of ``table``.
+    """
+
+    pattern: re.Pattern[str]
+    shaped: re.Pattern[bytes]
+    table: bytes
+
+    def finditer(self, text: str) -> Iterator[re.Match[Any]]:
+        shape = _shape(text, self.table)
+        return self.pattern.finditer(text) if shape is None else self.shaped.finditer(shape)
+
+    def search(self, text: str) -> re.Match[Any] | None:
+        shape = _shape(text, self.table)
+        return self.pattern.search(text) if shape is None else self.shaped.search(shape)
+
+
+_NUMERIC_TRIGGER = _Trigger(re.compile(r"\d[\d().\- ]{5,40}\d"), re.compile(rb"0[0().\- ]{5,40}0"), _SHAPE)
+_IBAN_NINO_TRIGGER = _Trigger(re.compile(r"[A-Z][A-Z] ?\d\d"), re.compile(rb"AA ?00"), _SHAPE)
+_IPV6_TRIGGER = _Trigger(re.compile(r"[0-9a-fA-F]:[0-9a-fA-F:]*:"), re.compile(rb"h:[h:]*:"), _HEX_SHAPE)
 _ADDRESS_TRIGGER = re.compile(" " + _STREET_SUFFIX + r"\b")
 #: What every street address starts with (a house number, then a word, a compass point or an ordinal):
 #: texts without it are skipped before the suffix scan, which is slow in ``re`` (it tries at every space).
-_ADDRESS_START = re.compile(r"\d[A-Za-z]? [A-Z\d]")
+_ADDRESS_START = _Trigger(re.compile(r"\d[A-Za-z]? [A-Z\d]"), re.compile(rb"0[Aa]? [A0]"), _SHAPE)
 #: Literal markers of the key formats above; ``str.find`` on each beats one alternation regex in ``re``.
 _API_KEY_MARKERS: tuple[tuple[str, int], ...] = (
     ("sk-", 0), ("k_", 1), ("hp_", 1), ("ho_", 1), ("hu_", 1), ("hs_", 1), ("hr_", 1), ("github_pat_", 0),
@@ -252,10 +308,20 @@ def _windowed(pattern: re.Pattern[str], text: str, start: int, end: int, longest
         yield m
 
 
+#: The local part before an ``@``: ``_EMAIL_RE`` can only begin where this run of characters begins (the
+#: character before is outside the class), so each ``@`` has one place to try.
+_EMAIL_LOCAL = re.compile(r"[\w.%+-]{1,64}\Z")
+
+
 def find_emails(text: str) -> Iterable[Span]:
-    if "@" not in text:
-        return
-    for m in _EMAIL_RE.finditer(text):
+    """``_EMAIL_RE.finditer`` over the text, tried only where the local part before each ``@`` begins."""
+    pos = 0  # where the last match ended: finditer's matches do not overlap
+    for at in _occurrences(text, "@"):
+        local = _EMAIL_LOCAL.search(text, max(pos, at - 64), at)  # \Z matches at ``at``, the end of this window
+        m = _EMAIL_RE.match(text, local.start()) if local else None
+        if m is None:
+            continue
+        pos = m.end()
         if m.group().rsplit(".", 1)[-1].lower() not in _FILE_SUFFIXES:
             yield Span(m.start(), m.end(), EMAIL)
 
@@ -274,7 +340,7 @@ def make_numeric_finder(regions: tuple[str, ...]) -> Finder:
             for m in _windowed(_SSN_COMPACT_RE, text, lo, hi, 4):
                 if _SSN_CONTEXT.search(text, max(0, m.start() - 60), m.start()):
                     yield Span(m.start(), m.end(), SSN)
-            if "." in trigger.group():
+            if "." in text[trigger.start() : hi]:
                 for m in _windowed(_IPV4_RE, text, lo, hi, 4):
                     if valid_ip(m.group()):
                         yield Span(m.start(), m.end(), IP)
@@ -332,10 +398,18 @@ def find_api_keys(text: str) -> Iterable[Span]:
 
 
 def find_url_credentials(text: str) -> Iterable[Span]:
-    if "://" not in text:
-        return
-    for m in _URL_CRED_RE.finditer(text):
-        yield Span(m.start(1), m.end(1), URL_CREDENTIALS)
+    """``_URL_CRED_RE.finditer`` over the text, searched only from the 16 characters before each ``://``.
+
+    A match's scheme (2-16 characters, no colon) ends at the first ``://`` after its start, and the whole match
+    ends within 198 characters of that ``://``; so the next match, if any, starts in the window before the next
+    ``://``, or uses a later one.
+    """
+    pos = 0  # where the last match ended: finditer's matches do not overlap
+    for sep in _occurrences(text, "://"):
+        m = _URL_CRED_RE.search(text, max(pos, sep - 16), sep + 256)
+        if m:
+            pos = m.end()
+            yield Span(m.start(1), m.end(1), URL_CREDENTIALS)
 
 
 def _secret_like(value: str) -> bool:
