@@ -284,11 +284,11 @@ _ADDRESS_TRIGGER = re.compile(" " + _STREET_SUFFIX + r"\b")
 #: What every street address starts with (a house number, then a word, a compass point or an ordinal):
 #: texts without it are skipped before the suffix scan, which is slow in ``re`` (it tries at every space).
 _ADDRESS_START = _Trigger(re.compile(r"\d[A-Za-z]? [A-Z\d]"), re.compile(rb"0[Aa]? [A0]"), _SHAPE)
-#: Literal markers of the key formats above; ``str.find`` on each beats one alternation regex in ``re``.
-_API_KEY_MARKERS: tuple[tuple[str, int], ...] = (
-    ("sk-", 0), ("k_", 1), ("hp_", 1), ("ho_", 1), ("hu_", 1), ("hs_", 1), ("hr_", 1), ("github_pat_", 0),
-    ("AKIA", 0), ("ASIA", 0), ("xox", 0), ("AIza", 0), ("hf_", 0), ("glpat-", 0), ("SG.", 0), ("eyJ", 0),
-)
+#: Every key format of ``_API_KEY_RE`` begins where a run of key characters ([A-Za-z0-9_-]) begins (its
+#: look-behind), and that run is at least 13 characters long (``eyJ`` and 10; the others are longer), except
+#: SendGrid's, whose run ``SG`` stops at a dot. Over ``_KEY_CHARS`` such a start is a space then 13 ``t``.
+_KEY_CHARS = _class_table({string.ascii_letters + string.digits + "_-": "t"}, " ")
+_KEY_RUN_START = re.compile(re.escape(b" " + b"t" * 13))
 _SECRET_WORDS = ("pass", "Pass", "PASS", "pwd", "PWD", "pin code", "PIN code", "key", "Key", "KEY", "secret", "Secret",
                  "SECRET", "token", "Token", "TOKEN", "bearer", "Bearer")
 
@@ -378,23 +378,17 @@ def find_ipv6(text: str) -> Iterable[Span]:
                 yield Span(m.start(), m.end(), IP)
 
 
-#: The markers grouped by a character each contains: a text without the character skips the group.
-_API_KEY_GROUPS: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = (
-    ("_", tuple(mb for mb in _API_KEY_MARKERS if "_" in mb[0])),
-    ("-", tuple(mb for mb in _API_KEY_MARKERS if "-" in mb[0] and "_" not in mb[0])),
-    ("", tuple(mb for mb in _API_KEY_MARKERS if "-" not in mb[0] and "_" not in mb[0])),
-)
-
-
 def find_api_keys(text: str) -> Iterable[Span]:
-    for needed, markers in _API_KEY_GROUPS:
-        if needed not in text:
-            continue
-        for marker, back in markers:
-            for i in _occurrences(text, marker):
-                m = _API_KEY_RE.match(text, max(0, i - back))
-                if m:
-                    yield Span(m.start(), m.end(), API_KEY)
+    """``_API_KEY_RE`` tried where a run of at least 13 key characters begins, and at each ``SG.``."""
+    runs = b" " + text.encode("ascii", "replace").translate(_KEY_CHARS)  # one byte per character, shifted by 1
+    for start in (m.start() for m in _KEY_RUN_START.finditer(runs)):
+        m = _API_KEY_RE.match(text, start)
+        if m:
+            yield Span(m.start(), m.end(), API_KEY)
+    for start in _occurrences(text, "SG."):
+        m = _API_KEY_RE.match(text, start)
+        if m:
+            yield Span(m.start(), m.end(), API_KEY)
 
 
 def find_url_credentials(text: str) -> Iterable[Span]:
@@ -425,22 +419,23 @@ def _secret_like(value: str) -> bool:
 
 #: The first word of every keyword ``_SECRET_RE`` knows, lower-cased: the regex can only begin at one of them.
 _SECRET_STEMS = ("pass", "pwd", "pin code", "api", "secret", "client", "access", "auth", "bearer")
+#: No stem begins inside another stem at a word start, so non-overlapping matches find every one that counts.
+_SECRET_STEM_RE = re.compile("|".join(map(re.escape, _SECRET_STEMS)))
 #: Characters that IGNORECASE folds onto an ASCII letter of a keyword (``ſ`` is s, ``ı`` and ``İ`` are i).
 _SECRET_FOLDS = re.compile("[\u017f\u0131\u0130]")
 
 
-def _secret_starts(text: str, low: str) -> list[int] | None:
-    """Where ``_SECRET_RE`` may begin, sorted; None where lower-casing (``low``) does not keep positions."""
-    if not text.isascii() and (len(low) != len(text) or _SECRET_FOLDS.search(text)):
-        return None
-    if not any(stem in low for stem in _SECRET_STEMS):
-        return []
-    starts: set[int] = set()
-    for stem in _SECRET_STEMS:
-        for j in _occurrences(low, stem):
-            if not j or not text[j - 1].isalnum():
-                starts.add(j)
-    return sorted(starts)
+def _word_start(text: str, j: int) -> bool:
+    return not j or not text[j - 1].isalnum()
+
+
+def _stem_starts(text: str, low: str, i: int) -> Iterator[int]:
+    """Where ``_SECRET_RE`` may begin in the 15 places up to ``i``: word starts of a stem, in order."""
+    for m in _SECRET_STEM_RE.finditer(low, max(0, i - 14), i + 9):  # a stem is at most 8 characters long
+        if m.start() > i:
+            return
+        if _word_start(text, m.start()):
+            yield m.start()
 
 
 #: ``_SECRET_WORDS`` by their lower-case form (an ASCII text keeps its positions when lower-cased).
@@ -458,23 +453,25 @@ def find_secrets(text: str) -> Iterable[Span]:
     if not ("key" in low or "pass" in low or "token" in low or "secret" in low or "pwd" in low or "pin code" in low
             or "bearer" in low):  # every trigger word, lower-cased: no trigger word, nothing to look back from
         return
-    starts = _secret_starts(text, low)
     triggers: Iterable[int]
-    if starts is None:  # lower-casing moved characters: every word start, triggers found in the text itself
-        starts = [j for j in range(len(text)) if not j or not text[j - 1].isalnum()]
+    places: Callable[[int], Iterable[int]]
+    if not text.isascii() and (len(low) != len(text) or _SECRET_FOLDS.search(text)):
+        # lower-casing moved or folds characters: every word start, triggers found in the text itself
+        starts = [j for j in range(len(text)) if _word_start(text, j)]
         triggers = (i for word in _SECRET_WORDS for i in _occurrences(text, word))
+
+        def places(i: int) -> Iterable[int]:
+            return starts[bisect.bisect_left(starts, i - 14) : bisect.bisect_right(starts, i)]
     else:  # the trigger words are case-sensitive
         triggers = (i for word, cases in _SECRET_TRIGGERS for i in _occurrences(low, word)
                     if text[i : i + len(word)] in cases)
-    if not starts:
-        return
+
+        def places(i: int) -> Iterable[int]:
+            return _stem_starts(text, low, i)
     tried: dict[int, re.Match[str] | None] = {}
     seen: set[int] = set()
     for i in triggers:
-        k = bisect.bisect_left(starts, i - 14)
-        while k < len(starts) and starts[k] <= i:
-            j = starts[k]
-            k += 1
+        for j in places(i):
             if j not in tried:
                 tried[j] = _SECRET_RE.match(text, j)
             m = tried[j]
