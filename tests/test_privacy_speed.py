@@ -140,7 +140,8 @@ def test_windowed_email_url_and_key_scans_match_a_scan_of_the_whole_text(seed: i
     keys = " ".join(t for t in _writer()["edge_texts"]() if "use" in t)[:20000]
     edges = [f"{'x' * n}@mail.example.org" for n in range(60, 67)] + [
         f"{'s' * n}://user:pw@host.org" for n in range(14, 19)] + [f"{'a' * n}://u:p@h" for n in range(1, 4)] + [
-        "eyJ" + "a" * n + ".eyJ" + "b" * 10 + "." + "c" * 10 for n in range(9, 12)]
+        "eyJ" + "a" * n + ".eyJ" + "b" * 10 + "." + "c" * 10 for n in range(9, 12)] + [
+        f"{p}SG.{'d' * 16}.{'e' * 16}" for p in ("", "x", "S", " ", "-")]
     texts = _random_texts(seed) + [emails, keys, "postgres://admin:pw@db/x https://u:p@h ftp://a:b@c:d@e"] + edges
     for text in texts:
         emails_before = [(m.start(), m.end()) for m in rk._EMAIL_RE.finditer(text)

@@ -286,7 +286,7 @@ _ADDRESS_TRIGGER = re.compile(" " + _STREET_SUFFIX + r"\b")
 _ADDRESS_START = _Trigger(re.compile(r"\d[A-Za-z]? [A-Z\d]"), re.compile(rb"0[Aa]? [A0]"), _SHAPE)
 #: Every key format of ``_API_KEY_RE`` begins where a run of key characters ([A-Za-z0-9_-]) begins (its
 #: look-behind), and that run is at least 13 characters long (``eyJ`` and 10; the others are longer), except
-#: SendGrid's, whose run ``SG`` stops at a dot. Over ``_KEY_CHARS`` such a start is a space then 13 ``t``.
+#: SendGrid's ``SG.``, whose dot is followed by such a run. Over ``_KEY_CHARS`` a run start is a space, 13 ``t``.
 _KEY_CHARS = _class_table({string.ascii_letters + string.digits + "_-": "t"}, " ")
 _KEY_RUN_START = re.compile(re.escape(b" " + b"t" * 13))
 _SECRET_WORDS = ("pass", "Pass", "PASS", "pwd", "PWD", "pin code", "PIN code", "key", "Key", "KEY", "secret", "Secret",
@@ -315,6 +315,8 @@ _EMAIL_LOCAL = re.compile(r"[\w.%+-]{1,64}\Z")
 
 def find_emails(text: str) -> Iterable[Span]:
     """``_EMAIL_RE.finditer`` over the text, tried only where the local part before each ``@`` begins."""
+    if "@" not in text:
+        return
     pos = 0  # where the last match ended: finditer's matches do not overlap
     for at in _occurrences(text, "@"):
         local = _EMAIL_LOCAL.search(text, max(pos, at - 64), at)  # \Z matches at ``at``, the end of this window
@@ -370,7 +372,8 @@ def find_ibans_and_ninos(text: str) -> Iterable[Span]:
 
 
 def find_ipv6(text: str) -> Iterable[Span]:
-    if "::" not in text and text.count(":") < 7:
+    colons = text.count(":")  # one fast pass; most texts have fewer than two colons, so no "::" either
+    if colons < 2 or (colons < 7 and "::" not in text):
         return
     for trigger in _IPV6_TRIGGER.finditer(text):
         for m in _windowed(_IPV6_RE, text, trigger.start() - 4, trigger.start() + 1):
@@ -379,16 +382,14 @@ def find_ipv6(text: str) -> Iterable[Span]:
 
 
 def find_api_keys(text: str) -> Iterable[Span]:
-    """``_API_KEY_RE`` tried where a run of at least 13 key characters begins, and at each ``SG.``."""
+    """``_API_KEY_RE`` tried where a run of at least 13 key characters begins, and 3 before it after ``SG.``."""
     runs = b" " + text.encode("ascii", "replace").translate(_KEY_CHARS)  # one byte per character, shifted by 1
-    for start in (m.start() for m in _KEY_RUN_START.finditer(runs)):
-        m = _API_KEY_RE.match(text, start)
-        if m:
-            yield Span(m.start(), m.end(), API_KEY)
-    for start in _occurrences(text, "SG."):
-        m = _API_KEY_RE.match(text, start)
-        if m:
-            yield Span(m.start(), m.end(), API_KEY)
+    for run in _KEY_RUN_START.finditer(runs):
+        at = run.start()  # where the run begins in ``text`` (the leading space shifts ``runs`` by one)
+        for start in (at - 3, at) if at >= 3 and text.startswith("SG.", at - 3) else (at,):
+            m = _API_KEY_RE.match(text, start)
+            if m:
+                yield Span(m.start(), m.end(), API_KEY)
 
 
 def find_url_credentials(text: str) -> Iterable[Span]:
@@ -398,6 +399,8 @@ def find_url_credentials(text: str) -> Iterable[Span]:
     ends within 198 characters of that ``://``; so the next match, if any, starts in the window before the next
     ``://``, or uses a later one.
     """
+    if "://" not in text:
+        return
     pos = 0  # where the last match ended: finditer's matches do not overlap
     for sep in _occurrences(text, "://"):
         m = _URL_CRED_RE.search(text, max(pos, sep - 16), sep + 256)
