@@ -245,12 +245,12 @@ _NON_ASCII_DIGIT = re.compile(r"[^\D0-9]")
 
 
 @functools.lru_cache(maxsize=4)  # each text is shaped once for all the finders that ask in a row
-def _shape(text: str, table: bytes) -> bytes | None:
+def _shape(text: str, table: bytes, unicode_digits: bool) -> bytes | None:
     """``text`` one byte per character, each byte its character's class in ``table``; None where the text holds
-    a digit outside ASCII (the str patterns match it with ``\\d``, the class table cannot tell)."""
+    a digit outside ASCII and ``unicode_digits`` (the str pattern matches it with ``\\d``, the table cannot)."""
     if text.isascii():
         return text.encode("ascii").translate(table)
-    if _NON_ASCII_DIGIT.search(text):
+    if unicode_digits and _NON_ASCII_DIGIT.search(text):
         return None
     return text.encode("ascii", "replace").translate(table)  # one ``?`` per other character: positions kept
 
@@ -267,19 +267,21 @@ class _Trigger:
     pattern: re.Pattern[str]
     shaped: re.Pattern[bytes]
     table: bytes
+    unicode_digits: bool = True  # ``pattern`` has ``\\d``, which matches digits outside ASCII too
 
     def finditer(self, text: str) -> Iterator[re.Match[Any]]:
-        shape = _shape(text, self.table)
+        shape = _shape(text, self.table, self.unicode_digits)
         return self.pattern.finditer(text) if shape is None else self.shaped.finditer(shape)
 
     def search(self, text: str) -> re.Match[Any] | None:
-        shape = _shape(text, self.table)
+        shape = _shape(text, self.table, self.unicode_digits)
         return self.pattern.search(text) if shape is None else self.shaped.search(shape)
 
 
 _NUMERIC_TRIGGER = _Trigger(re.compile(r"\d[\d().\- ]{5,40}\d"), re.compile(rb"0[0().\- ]{5,40}0"), _SHAPE)
 _IBAN_NINO_TRIGGER = _Trigger(re.compile(r"[A-Z][A-Z] ?\d\d"), re.compile(rb"AA ?00"), _SHAPE)
-_IPV6_TRIGGER = _Trigger(re.compile(r"[0-9a-fA-F]:[0-9a-fA-F:]*:"), re.compile(rb"h:[h:]*:"), _HEX_SHAPE)
+_IPV6_TRIGGER = _Trigger(re.compile(r"[0-9a-fA-F]:[0-9a-fA-F:]*:"), re.compile(rb"h:[h:]*:"), _HEX_SHAPE,
+                         unicode_digits=False)
 _ADDRESS_TRIGGER = re.compile(" " + _STREET_SUFFIX + r"\b")
 #: What every street address starts with (a house number, then a word, a compass point or an ordinal):
 #: texts without it are skipped before the suffix scan, which is slow in ``re`` (it tries at every space).
@@ -293,8 +295,9 @@ _SECRET_WORDS = ("pass", "Pass", "PASS", "pwd", "PWD", "pin code", "PIN code", "
                  "SECRET", "token", "Token", "TOKEN", "bearer", "Bearer")
 
 
-def _occurrences(text: str, needle: str) -> Iterable[int]:
-    i = text.find(needle)
+def _occurrences(text: str, needle: str, first: int | None = None) -> Iterable[int]:
+    """Where ``needle`` occurs in ``text``, overlaps included; ``first``: the first occurrence, if known."""
+    i = text.find(needle) if first is None else first
     while i != -1:
         yield i
         i = text.find(needle, i + 1)
@@ -425,7 +428,7 @@ _SECRET_STEMS = ("pass", "pwd", "pin code", "api", "secret", "client", "access",
 #: No stem begins inside another stem at a word start, so non-overlapping matches find every one that counts.
 _SECRET_STEM_RE = re.compile("|".join(map(re.escape, _SECRET_STEMS)))
 #: Characters that IGNORECASE folds onto an ASCII letter of a keyword (``ſ`` is s, ``ı`` and ``İ`` are i).
-_SECRET_FOLDS = re.compile("[\u017f\u0131\u0130]")
+_SECRET_FOLDS = ("\u017f", "\u0131", "\u0130")
 
 
 def _word_start(text: str, j: int) -> bool:
@@ -453,12 +456,12 @@ def find_secrets(text: str) -> Iterable[Span]:
     place that matches wins), but the regex runs only where a keyword's first word begins, once each.
     """
     low = text.lower()  # one pass; then seven scans instead of seventeen, most texts stop here
-    if not ("key" in low or "pass" in low or "token" in low or "secret" in low or "pwd" in low or "pin code" in low
-            or "bearer" in low):  # every trigger word, lower-cased: no trigger word, nothing to look back from
+    firsts = [low.find(word) for word, _ in _SECRET_TRIGGERS]
+    if max(firsts) == -1:  # every trigger word, lower-cased: no trigger word, nothing to look back from
         return
     triggers: Iterable[int]
     places: Callable[[int], Iterable[int]]
-    if not text.isascii() and (len(low) != len(text) or _SECRET_FOLDS.search(text)):
+    if not text.isascii() and (len(low) != len(text) or any(c in text for c in _SECRET_FOLDS)):
         # lower-casing moved or folds characters: every word start, triggers found in the text itself
         starts = [j for j in range(len(text)) if _word_start(text, j)]
         triggers = (i for word in _SECRET_WORDS for i in _occurrences(text, word))
@@ -466,8 +469,8 @@ def find_secrets(text: str) -> Iterable[Span]:
         def places(i: int) -> Iterable[int]:
             return starts[bisect.bisect_left(starts, i - 14) : bisect.bisect_right(starts, i)]
     else:  # the trigger words are case-sensitive
-        triggers = (i for word, cases in _SECRET_TRIGGERS for i in _occurrences(low, word)
-                    if text[i : i + len(word)] in cases)
+        triggers = (i for (word, cases), first in zip(_SECRET_TRIGGERS, firsts) if first != -1
+                    for i in _occurrences(low, word, first) if text[i : i + len(word)] in cases)
 
         def places(i: int) -> Iterable[int]:
             return _stem_starts(text, low, i)
