@@ -316,10 +316,11 @@ def _windowed(pattern: re.Pattern[str], text: str, start: int, end: int, longest
 _EMAIL_LOCAL = re.compile(r"[\w.%+-]{1,64}\Z")
 
 
-def find_emails(text: str) -> Iterable[Span]:
+def find_emails(text: str) -> list[Span]:
     """``_EMAIL_RE.finditer`` over the text, tried only where the local part before each ``@`` begins."""
     if "@" not in text:
-        return
+        return []
+    spans: list[Span] = []
     pos = 0  # where the last match ended: finditer's matches do not overlap
     for at in _occurrences(text, "@"):
         local = _EMAIL_LOCAL.search(text, max(pos, at - 64), at)  # \Z matches at ``at``, the end of this window
@@ -328,74 +329,83 @@ def find_emails(text: str) -> Iterable[Span]:
             continue
         pos = m.end()
         if m.group().rsplit(".", 1)[-1].lower() not in _FILE_SUFFIXES:
-            yield Span(m.start(), m.end(), EMAIL)
+            spans.append(Span(m.start(), m.end(), EMAIL))
+    return spans
 
 
 def make_numeric_finder(regions: tuple[str, ...]) -> Finder:
     """Cards, US SSNs, IPv4 addresses and phone numbers all start as a run of digits and separators."""
 
-    def find_numeric(text: str) -> Iterable[Span]:
+    def find_numeric(text: str) -> list[Span]:
+        spans: list[Span] = []
         for trigger in _NUMERIC_TRIGGER.finditer(text):
             lo, hi = trigger.start() - 6, trigger.end()
             for m in _windowed(_CARD_RE, text, lo, hi, 4):
                 if valid_card(m.group()):
-                    yield Span(m.start(), m.end(), CARD)
+                    spans.append(Span(m.start(), m.end(), CARD))
             for m in _windowed(_SSN_RE, text, lo, hi, 4):
-                yield Span(m.start(), m.end(), SSN)
+                spans.append(Span(m.start(), m.end(), SSN))
             for m in _windowed(_SSN_COMPACT_RE, text, lo, hi, 4):
                 if _SSN_CONTEXT.search(text, max(0, m.start() - 60), m.start()):
-                    yield Span(m.start(), m.end(), SSN)
+                    spans.append(Span(m.start(), m.end(), SSN))
             if "." in text[trigger.start() : hi]:
                 for m in _windowed(_IPV4_RE, text, lo, hi, 4):
                     if valid_ip(m.group()):
-                        yield Span(m.start(), m.end(), IP)
+                        spans.append(Span(m.start(), m.end(), IP))
             for pattern in (_PHONE_RE, _PHONE_PLUS_COMPACT_RE):
                 for m in _windowed(pattern, text, lo, hi, 4):
                     candidate = m.group()
                     if _valid_phone_shape(candidate) and parse_phone(candidate, regions) is not None:
-                        yield Span(m.start(), m.end(), PHONE)
+                        spans.append(Span(m.start(), m.end(), PHONE))
             for m in _windowed(_PHONE_COMPACT_RE, text, lo, hi, 4):
                 candidate = m.group()
                 # A national trunk prefix 0 means a non-NANP plan; otherwise only NANP's shape is a phone.
                 plans = tuple(r for r in regions if (r in _NANP_REGIONS) != candidate.startswith("0"))
                 if plans and not _COMPACT_DATE.match(candidate) and parse_phone(candidate, plans) is not None:
-                    yield Span(m.start(), m.end(), PHONE)
+                    spans.append(Span(m.start(), m.end(), PHONE))
+        return spans
 
     return find_numeric
 
 
-def find_ibans_and_ninos(text: str) -> Iterable[Span]:
+def find_ibans_and_ninos(text: str) -> list[Span]:
+    spans: list[Span] = []
     for trigger in _IBAN_NINO_TRIGGER.finditer(text):
         lo, hi = trigger.start(), trigger.start() + 1
         for m in _windowed(_IBAN_RE, text, lo, hi):
             if valid_iban(m.group()):
-                yield Span(m.start(), m.end(), IBAN)
+                spans.append(Span(m.start(), m.end(), IBAN))
         for m in _windowed(_NINO_RE, text, lo, hi):
-            yield Span(m.start(), m.end(), NINO)
+            spans.append(Span(m.start(), m.end(), NINO))
+    return spans
 
 
-def find_ipv6(text: str) -> Iterable[Span]:
+def find_ipv6(text: str) -> list[Span]:
     colons = text.count(":")  # one fast pass; most texts have fewer than two colons, so no "::" either
     if colons < 2 or (colons < 7 and "::" not in text):
-        return
+        return []
+    spans: list[Span] = []
     for trigger in _IPV6_TRIGGER.finditer(text):
         for m in _windowed(_IPV6_RE, text, trigger.start() - 4, trigger.start() + 1):
             if valid_ip(m.group()):
-                yield Span(m.start(), m.end(), IP)
+                spans.append(Span(m.start(), m.end(), IP))
+    return spans
 
 
-def find_api_keys(text: str) -> Iterable[Span]:
+def find_api_keys(text: str) -> list[Span]:
     """``_API_KEY_RE`` tried where a run of at least 13 key characters begins, and 3 before it after ``SG.``."""
+    spans: list[Span] = []
     runs = b" " + text.encode("ascii", "replace").translate(_KEY_CHARS)  # one byte per character, shifted by 1
     for run in _KEY_RUN_START.finditer(runs):
         at = run.start()  # where the run begins in ``text`` (the leading space shifts ``runs`` by one)
         for start in (at - 3, at) if at >= 3 and text.startswith("SG.", at - 3) else (at,):
             m = _API_KEY_RE.match(text, start)
             if m:
-                yield Span(m.start(), m.end(), API_KEY)
+                spans.append(Span(m.start(), m.end(), API_KEY))
+    return spans
 
 
-def find_url_credentials(text: str) -> Iterable[Span]:
+def find_url_credentials(text: str) -> list[Span]:
     """``_URL_CRED_RE.finditer`` over the text, searched only from the 16 characters before each ``://``.
 
     A match's scheme (2-16 characters, no colon) ends at the first ``://`` after its start, and the whole match
@@ -403,13 +413,15 @@ def find_url_credentials(text: str) -> Iterable[Span]:
     ``://``, or uses a later one.
     """
     if "://" not in text:
-        return
+        return []
+    spans: list[Span] = []
     pos = 0  # where the last match ended: finditer's matches do not overlap
     for sep in _occurrences(text, "://"):
         m = _URL_CRED_RE.search(text, max(pos, sep - 16), sep + 256)
         if m:
             pos = m.end()
-            yield Span(m.start(1), m.end(1), URL_CREDENTIALS)
+            spans.append(Span(m.start(1), m.end(1), URL_CREDENTIALS))
+    return spans
 
 
 def _secret_like(value: str) -> bool:
@@ -449,7 +461,7 @@ _SECRET_TRIGGERS: tuple[tuple[str, frozenset[str]], ...] = tuple(
     (low, frozenset(w for w in _SECRET_WORDS if w.lower() == low)) for low in dict.fromkeys(w.lower() for w in _SECRET_WORDS))
 
 
-def find_secrets(text: str) -> Iterable[Span]:
+def find_secrets(text: str) -> list[Span]:
     """Values after a secret keyword; each trigger word looks back 14 characters for where the keyword begins.
 
     Same spans as trying ``_SECRET_RE`` at each of the 15 places before every trigger word (the first
@@ -458,7 +470,8 @@ def find_secrets(text: str) -> Iterable[Span]:
     low = text.lower()  # one pass; then seven scans instead of seventeen, most texts stop here
     firsts = [low.find(word) for word, _ in _SECRET_TRIGGERS]
     if max(firsts) == -1:  # every trigger word, lower-cased: no trigger word, nothing to look back from
-        return
+        return []
+    spans: list[Span] = []
     triggers: Iterable[int]
     places: Callable[[int], Iterable[int]]
     if not text.isascii() and (len(low) != len(text) or any(c in text for c in _SECRET_FOLDS)):
@@ -486,18 +499,21 @@ def find_secrets(text: str) -> Iterable[Span]:
             value = m.group(1).rstrip(".")
             if m.start(1) not in seen and _secret_like(value):
                 seen.add(m.start(1))
-                yield Span(m.start(1), m.start(1) + len(value), SECRET)
+                spans.append(Span(m.start(1), m.start(1) + len(value), SECRET))
             break
+    return spans
 
 
-def find_addresses(text: str) -> Iterable[Span]:
+def find_addresses(text: str) -> list[Span]:
     if _ADDRESS_START.search(text) is None:
-        return
+        return []
+    spans: list[Span] = []
     for trigger in _ADDRESS_TRIGGER.finditer(text):
         for m in _windowed(_ADDRESS_RE, text, trigger.start() - 60, trigger.start()):
             if m.end() >= trigger.end():
-                yield Span(m.start(), m.end(), ADDRESS)
+                spans.append(Span(m.start(), m.end(), ADDRESS))
                 break
+    return spans
 
 
 def builtin_finders(phone_regions: tuple[str, ...] = ("US", "GB")) -> list[Finder]:
