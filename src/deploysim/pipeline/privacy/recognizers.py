@@ -458,7 +458,8 @@ def _stem_starts(text: str, low: str, i: int) -> Iterator[int]:
 
 #: ``_SECRET_WORDS`` by their lower-case form (an ASCII text keeps its positions when lower-cased).
 _SECRET_TRIGGERS: tuple[tuple[str, frozenset[str]], ...] = tuple(
-    (low, frozenset(w for w in _SECRET_WORDS if w.lower() == low)) for low in dict.fromkeys(w.lower() for w in _SECRET_WORDS))
+    (low, frozenset(w for w in _SECRET_WORDS if w.lower() == low))
+    for low in dict.fromkeys(w.lower() for w in _SECRET_WORDS))
 
 
 def find_secrets(text: str) -> list[Span]:
@@ -482,7 +483,7 @@ def find_secrets(text: str) -> list[Span]:
         def places(i: int) -> Iterable[int]:
             return starts[bisect.bisect_left(starts, i - 14) : bisect.bisect_right(starts, i)]
     else:  # the trigger words are case-sensitive
-        triggers = (i for (word, cases), first in zip(_SECRET_TRIGGERS, firsts) if first != -1
+        triggers = (i for (word, cases), first in zip(_SECRET_TRIGGERS, firsts, strict=True) if first != -1
                     for i in _occurrences(low, word, first) if text[i : i + len(word)] in cases)
 
         def places(i: int) -> Iterable[int]:
