@@ -295,9 +295,8 @@ _SECRET_WORDS = ("pass", "Pass", "PASS", "pwd", "PWD", "pin code", "PIN code", "
                  "SECRET", "token", "Token", "TOKEN", "bearer", "Bearer")
 
 
-def _occurrences(text: str, needle: str, first: int | None = None) -> Iterable[int]:
-    """Where ``needle`` occurs in ``text``, overlaps included; ``first``: the first occurrence, if known."""
-    i = text.find(needle) if first is None else first
+def _occurrences(text: str, needle: str) -> Iterable[int]:
+    i = text.find(needle)
     while i != -1:
         yield i
         i = text.find(needle, i + 1)
@@ -469,8 +468,8 @@ def find_secrets(text: str) -> list[Span]:
     place that matches wins), but the regex runs only where a keyword's first word begins, once each.
     """
     low = text.lower()  # one pass; then seven scans instead of seventeen, most texts stop here
-    firsts = [low.find(word) for word, _ in _SECRET_TRIGGERS]
-    if max(firsts) == -1:  # every trigger word, lower-cased: no trigger word, nothing to look back from
+    if not ("key" in low or "pass" in low or "token" in low or "secret" in low or "pwd" in low or "pin code" in low
+            or "bearer" in low):  # every trigger word, lower-cased: no trigger word, nothing to look back from
         return []
     spans: list[Span] = []
     triggers: Iterable[int]
@@ -483,8 +482,8 @@ def find_secrets(text: str) -> list[Span]:
         def places(i: int) -> Iterable[int]:
             return starts[bisect.bisect_left(starts, i - 14) : bisect.bisect_right(starts, i)]
     else:  # the trigger words are case-sensitive
-        triggers = (i for (word, cases), first in zip(_SECRET_TRIGGERS, firsts, strict=True) if first != -1
-                    for i in _occurrences(low, word, first) if text[i : i + len(word)] in cases)
+        triggers = (i for word, cases in _SECRET_TRIGGERS for i in _occurrences(low, word)
+                    if text[i : i + len(word)] in cases)
 
         def places(i: int) -> Iterable[int]:
             return _stem_starts(text, low, i)
