@@ -43,9 +43,11 @@ def _fields(values: tuple[str, ...]) -> list[str]:
 @click.option("--dedupe-threshold", type=click.FloatRange(0.01, 1.0), default=0.8, show_default=True,
               help="Estimated Jaccard similarity above which two records are duplicates.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling and surrogate seed.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for de-identification (default: all cores).")
 def ingest_cmd(paths: tuple[str, ...], out: str, fmt: str, privacy: str, no_presidio: bool, mapping_path: str | None,
                strata: tuple[str, ...], allocation: str, sample: int | None, cap_per: tuple[str, ...], dedupe: bool,
-               dedupe_threshold: float, seed: int) -> None:
+               dedupe_threshold: float, seed: int, workers: int | None) -> None:
     """De-identify, sample and de-duplicate logs once into a dataset for `deploysim run --data`."""
     from deploysim.pipeline.privacy import PrivacyError
     from deploysim.pipeline.privacy.ingest import ingest
@@ -57,7 +59,7 @@ def ingest_cmd(paths: tuple[str, ...], out: str, fmt: str, privacy: str, no_pres
         privacy_cfg = {"mode": privacy, "seed": seed, "mapping_path": mapping_path}
         if no_presidio:
             privacy_cfg["presidio"] = False
-        summary = ingest(list(paths), Path(out), fmt=fmt, privacy=privacy_cfg, plan=plan)
+        summary = ingest(list(paths), Path(out), fmt=fmt, privacy=privacy_cfg, plan=plan, workers=workers)
     except (SourceError, PrivacyError, ValueError) as exc:
         raise CliError(str(exc)) from None
     click.echo(

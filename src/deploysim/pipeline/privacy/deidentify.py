@@ -104,11 +104,20 @@ class Deidentifier:
         self._mapped: set[bytes] = set()
 
     def model_spans(self, text: str) -> list[rk.Span]:
-        if not self.presidio or not any(c.isalpha() for c in text):
-            return []
-        from deploysim.pipeline.privacy.presidio_adapter import find_presidio
+        return self.model_spans_many([text])[0]
 
-        return find_presidio(text, self.config.presidio_entities, self.config.presidio_min_score)
+    def model_spans_many(self, texts: list[str]) -> list[list[rk.Span]]:
+        """Presidio's spans for each text, all of them through spaCy in batches."""
+        out: list[list[rk.Span]] = [[] for _ in texts]
+        wanted = [i for i, text in enumerate(texts) if self.presidio and any(c.isalpha() for c in text)]
+        if wanted:
+            from deploysim.pipeline.privacy.presidio_adapter import find_presidio_many
+
+            found = find_presidio_many([texts[i] for i in wanted], self.config.presidio_entities,
+                                       self.config.presidio_min_score)
+            for i, spans in zip(wanted, found):
+                out[i] = spans
+        return out
 
     def spans(self, text: str, context: RecordContext | None = None) -> list[rk.Span]:
         found = [s for s in rk.find_builtin(text, self.finders) if s.kind in self.wanted]
@@ -147,21 +156,22 @@ class Deidentifier:
             return {k: self._value(v, surrogates, context) for k, v in value.items()}
         return value
 
-    def _context(self, record: Record) -> RecordContext:
+    def _context(self, record: Record, found: dict[str, list[rk.Span]] | None = None) -> RecordContext:
         """Model spans of every message, and the record's person-name words: a "Maria Gonzalez" found once
-        makes a bare "Maria" elsewhere in the record a name too (NER misses many lone first names)."""
-        context = RecordContext()
+        makes a bare "Maria" elsewhere in the record a name too (NER misses many lone first names).
+
+        ``found``: model spans already computed for this record's strings (``deidentify_many``), shared."""
+        context = RecordContext(model_spans=found if found is not None else {})
         if not self.presidio:
             return context
         words: set[str] = set()
-        for message in record.messages:
-            text = message.content or ""
-            if text and text not in context.model_spans:
-                context.model_spans[text] = spans = self.model_spans(text)
-                for span in spans:
-                    if span.kind == rk.PERSON:
-                        words.update(w for w in re.findall(r"[A-Z][\w'’-]{2,}", span.text(text))
-                                     if w.lower() not in self.allow and w.lower().rstrip(".") not in _TITLES)
+        for text in dict.fromkeys(m.content for m in record.messages if m.content):
+            if text not in context.model_spans:
+                context.model_spans[text] = self.model_spans(text)
+            for span in context.model_spans[text]:
+                if span.kind == rk.PERSON:
+                    words.update(w for w in re.findall(r"[A-Z][\w'’-]{2,}", span.text(text))
+                                 if w.lower() not in self.allow and w.lower().rstrip(".") not in _TITLES)
         if words:
             context.names = re.compile(r"\b(?:" + "|".join(map(re.escape, sorted(words, key=len, reverse=True)))
                                        + r")\b")
@@ -183,10 +193,66 @@ class Deidentifier:
         return out
 
     def __call__(self, record: Record) -> Record:
-        record_key = f"{Path(record.source_file).name}\0{record.source_line}\0{record.id}".encode()
+        clean, replaced = self._clean(record)
+        if replaced:
+            self.write_mapping(record, replaced)
+        return clean
+
+    def deidentify_many(self, records: list[Record]) -> list[Record | PrivacyError]:
+        """``self(record)`` for each record, every record's strings through NER together (spaCy batches).
+
+        A record that cannot be de-identified is a PrivacyError in its place: one record, one failure."""
+        results = []
+        for record, (clean, replaced) in zip(records, self.clean_many(records)):
+            if replaced:
+                self.write_mapping(record, replaced)
+            results.append(clean)
+        return results
+
+    def clean_many(self, records: list[Record]) -> list[tuple[Record | PrivacyError, list[tuple[str, str, str]]]]:
+        """Each record de-identified (or its PrivacyError) with its (kind, original, replacement) list, for
+        ``write_mapping``; nothing is written here (worker processes hand both back to the parent)."""
+        found: dict[str, list[rk.Span]] | None = None
+        if self.presidio:
+            texts = list(dict.fromkeys(t for record in records for t in self._strings(record)))
+            try:
+                found = dict(zip(texts, self.model_spans_many(texts)))
+            except Exception:  # noqa: BLE001 - each record then runs alone, and only the one that fails fails
+                found = None
+        out: list[tuple[Record | PrivacyError, list[tuple[str, str, str]]]] = []
+        for record in records:
+            try:
+                out.append(self._clean(record, found))
+            except PrivacyError as exc:
+                out.append((exc, []))
+        return out
+
+    def _strings(self, record: Record) -> list[str]:
+        """Every string of ``record`` that ``_clean`` runs through ``text``."""
+        out: list[str] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, str):
+                out.append(value)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+            elif isinstance(value, dict):
+                for v in value.values():
+                    walk(v)
+
+        for m in record.messages:
+            out.extend(s for s in (m.content, m.name, *(c.arguments for c in m.tool_calls)) if s)
+        walk(record.tools)
+        walk({k: v for k, v in record.metadata.items() if k not in self.config.id_fields})
+        return out
+
+    def _clean(self, record: Record, found: dict[str, list[rk.Span]] | None = None
+               ) -> tuple[Record, list[tuple[str, str, str]]]:
+        record_key = self._record_key(record)
         surrogates = RecordSurrogates(self.fakers, record_key, self.secret, self.config.mode)
         try:
-            ctx = self._context(record)
+            ctx = self._context(record, found)
             messages = [
                 Message(
                     role=m.role,
@@ -206,13 +272,15 @@ class Deidentifier:
         except Exception as exc:  # never let a raw value ride out on an exception message
             raise PrivacyError(f"record {record.id!r} ({Path(record.source_file).name}:{record.source_line}): "
                                f"de-identification failed ({type(exc).__name__})") from None
-        if self.config.mapping_path and surrogates.replaced:
-            self._write_mapping(record, record_key, surrogates)
-        return clean
+        return clean, list(surrogates.replaced) if self.config.mapping_path else []
 
-    def _write_mapping(self, record: Record, record_key: bytes, surrogates: RecordSurrogates) -> None:
+    @staticmethod
+    def _record_key(record: Record) -> bytes:
+        return f"{Path(record.source_file).name}\0{record.source_line}\0{record.id}".encode()
+
+    def write_mapping(self, record: Record, replaced: list[tuple[str, str, str]]) -> None:
         """Only when the user named a path: original -> replacement, one JSON line per value, mode 0600."""
-        digest = hashlib.blake2b(record_key, digest_size=16).digest()
+        digest = hashlib.blake2b(self._record_key(record), digest_size=16).digest()
         with self._mapping_lock:
             if digest in self._mapped:  # the same record seen again (a second sampling pass)
                 return
@@ -221,7 +289,7 @@ class Deidentifier:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "a", encoding="utf-8") as handle:
-                for kind, original, replacement in surrogates.replaced:
+                for kind, original, replacement in replaced:
                     handle.write(json.dumps({"record_id": record.id, "source_file": record.source_file,
                                              "source_line": record.source_line, "kind": kind,
                                              "original": original, "replacement": replacement},
