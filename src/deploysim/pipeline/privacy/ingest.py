@@ -25,6 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deploysim.core.lifecycle import default_workers
 from deploysim.core.schema import Record, Reject
 from deploysim.pipeline.privacy import build_deidentifier, parse_privacy_config
 from deploysim.pipeline.privacy.deidentify import Deidentifier, PrivacyError
@@ -77,7 +78,7 @@ def ingest(
     scrub = _reason_scrubber(deidentify)
     batch: list[str] = []
     pending: list[Record] = []
-    cleaner = _Cleaner(deidentify, _default_workers() if workers is None else workers)
+    cleaner = _Cleaner(deidentify, default_workers() if workers is None else workers)
     try:
         with pq.ParquetWriter(tmp, SCHEMA, compression="zstd") as writer, open(rejects_path, "wb") as rejects:
             def write(done: Iterator[tuple[Record, Record | Exception]]) -> None:
@@ -149,12 +150,6 @@ def ingest(
     )
     summary_path.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     return summary
-
-
-def _default_workers() -> int:
-    from deploysim.evaluate.graders.run import default_workers
-
-    return default_workers()
 
 
 _WORKER: Deidentifier | None = None  # the parent's de-identifier, inherited by forked workers

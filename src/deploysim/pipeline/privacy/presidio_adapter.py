@@ -32,10 +32,13 @@ BATCH_TEXTS = 64
 #: Text that cannot hold a name: fenced code blocks (to the end of the text when unclosed), URLs, and runs of
 #: 8 or more digits (single separators allowed). NER is not shown the inside of a run of such words
 #: (``ner_text``); the built-in recognizers still see it. NER's "names" in code are identifiers
-#: (``MyLibrary``, ``xmlDeclaration``); a name NER finds elsewhere in the record is still replaced in code too
-#: (``deidentify.RecordContext.names``).
+#: (``MyLibrary``, ``xmlDeclaration``); a code block's string literals and comments, where real names are
+#: (``"employeeName": "Jane Smith"``), are still shown, and a name NER finds elsewhere in the record is
+#: replaced in code too (``deidentify.RecordContext.names``).
 NOT_NAMES = re.compile(r"```.*?(?:```|\Z)|\b(?:https?|ftp)://[^\s<>\"'`]+|\bwww\.[^\s<>\"'`]+"
                        r"|\d(?:[ .,:/-]?\d){7,}", re.S | re.I)
+#: Inside a code block, what NER is still shown: string literals and comments, each within one line.
+CODE_WORDS = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|(?:#|//|--|/\*).*")
 #: Words kept at each edge of a skipped run: the model's token vectors see 4 tokens either side
 #: (MaxoutWindowEncoder, depth 4, window 1), so the text around a run is seen exactly as before.
 NER_MARGIN = 4
@@ -97,15 +100,23 @@ def ner_text(text: str) -> str:
     edge that borders kept text; a run of spaces is one spaCy token, so a blanked code block costs NER one
     token instead of hundreds. A lone URL is not blanked (it is one token either way).
     """
-    regions = [m.span() for m in NOT_NAMES.finditer(text)]
+    regions: list[tuple[int, int]] = []
+    shown: list[tuple[int, int]] = []
+    for m in NOT_NAMES.finditer(text):
+        regions.append(m.span())
+        if m.group().startswith("```"):
+            shown.extend((m.start() + c.start(), m.start() + c.end()) for c in CODE_WORDS.finditer(m.group()))
     if not regions:
         return text
     words = [m.span() for m in _WORD.finditer(text)]
-    skip, r = [], 0
+    skip, r, k = [], 0, 0
     for start, end in words:
         while r < len(regions) and regions[r][1] <= start:
             r += 1
-        skip.append(r < len(regions) and regions[r][0] <= start and end <= regions[r][1])
+        while k < len(shown) and shown[k][1] <= start:
+            k += 1
+        skip.append(r < len(regions) and regions[r][0] <= start and end <= regions[r][1]
+                    and not (k < len(shown) and shown[k][0] < end))
     pieces, last, i = [], 0, 0
     while i < len(words):
         if not skip[i]:
