@@ -142,8 +142,8 @@ def main() -> None:
     best = {k: min(v) for k, v in times.items()}  # the least disturbed round of each
     print(f"{source.name}: {len(records):,} records, {chars:,.0f} characters each, best of {args.rounds} rounds, "
           f"Presidio NER only (model load not timed)")
-    for name in ("old", "new"):
-        label = f"{args.against}, one text at a time" if name == "old" else f"this checkout, {DEID_BATCH} records a batch"
+    labels = {"old": f"{args.against}, one text at a time", "new": f"this checkout, {DEID_BATCH} records a batch"}
+    for name, label in labels.items():
         print(f"  {label:>38}: {len(records) / best[name]:6.2f} records per CPU-second "
               f"({best[name] / len(records) * 1e3:.0f} CPU-ms/record)")
     print(f"  speed-up: {best['old'] / best['new']:.2f}x")
