@@ -193,9 +193,9 @@ class Deidentifier:
         return out
 
     def __call__(self, record: Record) -> Record:
-        clean, replaced = self._clean(record)
-        if replaced:
-            self.write_mapping(record, replaced)
+        clean = self.deidentify_many([record])[0]  # the record's texts through NER in one spaCy batch
+        if isinstance(clean, PrivacyError):
+            raise clean
         return clean
 
     def deidentify_many(self, records: list[Record]) -> list[Record | PrivacyError]:
