@@ -275,14 +275,14 @@ def test_ingest_keeps_going_past_a_record_that_fails_de_identification(tmp_path:
     from deploysim.pipeline.privacy.deidentify import Deidentifier
     from deploysim.pipeline.privacy.ingest import ingest
 
-    real = Deidentifier.__call__
+    real = Deidentifier._clean  # what both Deidentifier(record) and the batched path run per record
 
-    def flaky(self: Deidentifier, record: Record) -> Record:
+    def flaky(self: Deidentifier, record: Record, found=None):  # type: ignore[no-untyped-def]
         if record.id == "c2":
             raise RecursionError("maximum recursion depth exceeded")
-        return real(self, record)
+        return real(self, record, found)
 
-    monkeypatch.setattr(Deidentifier, "__call__", flaky)
+    monkeypatch.setattr(Deidentifier, "_clean", flaky)
     path = tmp_path / "chats.jsonl"
     path.write_text("".join(json.dumps(chat(i)) + "\n" for i in range(5)))
     summary = ingest([str(path)], tmp_path / "clean.parquet", privacy={"presidio": False})

@@ -194,23 +194,24 @@ class Deidentifier:
 
     def __call__(self, record: Record) -> Record:
         clean = self.deidentify_many([record])[0]  # the record's texts through NER in one spaCy batch
-        if isinstance(clean, PrivacyError):
+        if isinstance(clean, Exception):
             raise clean
         return clean
 
-    def deidentify_many(self, records: list[Record]) -> list[Record | PrivacyError]:
+    def deidentify_many(self, records: list[Record]) -> list[Record | Exception]:
         """``self(record)`` for each record, every record's strings through NER together (spaCy batches).
 
-        A record that cannot be de-identified is a PrivacyError in its place: one record, one failure."""
-        results = []
+        A record that cannot be de-identified has its exception in its place (a PrivacyError, whose message
+        quotes no data, for a failure inside de-identification): one record, one failure."""
+        results: list[Record | Exception] = []
         for record, (clean, replaced) in zip(records, self.clean_many(records)):
             if replaced:
                 self.write_mapping(record, replaced)
             results.append(clean)
         return results
 
-    def clean_many(self, records: list[Record]) -> list[tuple[Record | PrivacyError, list[tuple[str, str, str]]]]:
-        """Each record de-identified (or its PrivacyError) with its (kind, original, replacement) list, for
+    def clean_many(self, records: list[Record]) -> list[tuple[Record | Exception, list[tuple[str, str, str]]]]:
+        """Each record de-identified (or its exception) with its (kind, original, replacement) list, for
         ``write_mapping``; nothing is written here (worker processes hand both back to the parent)."""
         found: dict[str, list[rk.Span]] | None = None
         if self.presidio:
@@ -219,11 +220,11 @@ class Deidentifier:
                 found = dict(zip(texts, self.model_spans_many(texts)))
             except Exception:  # noqa: BLE001 - each record then runs alone, and only the one that fails fails
                 found = None
-        out: list[tuple[Record | PrivacyError, list[tuple[str, str, str]]]] = []
+        out: list[tuple[Record | Exception, list[tuple[str, str, str]]]] = []
         for record in records:
             try:
                 out.append(self._clean(record, found))
-            except PrivacyError as exc:
+            except Exception as exc:  # noqa: BLE001 - one record, one failure: the caller rejects it
                 out.append((exc, []))
         return out
 

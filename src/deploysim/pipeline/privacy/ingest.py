@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from deploysim.core.lifecycle import default_workers
 from deploysim.core.schema import Record, Reject
 from deploysim.pipeline.privacy import build_deidentifier, parse_privacy_config
-from deploysim.pipeline.privacy.deidentify import Deidentifier, PrivacyError
+from deploysim.pipeline.privacy.deidentify import Deidentifier
 from deploysim.pipeline.privacy.surrogates import RecordSurrogates
 from deploysim.pipeline.sampling import SamplingPlan, StreamSampler
 from deploysim.pipeline.sources import DEFAULT_MAX_MESSAGE_CHARS, RECORD_COLUMN, iter_inputs, native_row
@@ -37,7 +37,7 @@ SCHEMA = pa.schema([(RECORD_COLUMN, pa.large_string())])
 BATCH_ROWS = 2048
 #: Records de-identified together (one task for a worker process): NER sees all their texts in spaCy batches.
 DEID_BATCH = 32
-Cleaned = tuple[list[tuple[Record | PrivacyError, list[tuple[str, str, str]]]], Counter[str]]
+Cleaned = tuple[list[tuple[Record | Exception, list[tuple[str, str, str]]]], Counter[str]]
 
 
 def side_paths(out: Path) -> tuple[Path, Path]:
