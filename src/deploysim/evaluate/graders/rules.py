@@ -28,6 +28,12 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+def letter_count(text: str) -> int:
+    """sum(ch.isalpha() for ch in text), each distinct character tested once (Counter, filter, map run in C)."""
+    counts = Counter(text)
+    return sum(map(counts.__getitem__, filter(str.isalpha, counts)))
+
+
 # ---------------------------------------------------------------- over_refusal -----------
 
 _REFUSAL = re.compile(
@@ -317,17 +323,22 @@ def _dangling(text: str) -> bool:
 
 
 _LIST_PREFIX = re.compile(r"^(?:[-*•+]|\d{1,3}[.)])\s*")
+_SENTENCE_OR_LINE = re.compile(r"(?<=[.!?])\s+|\n+")
 _SPECIAL_TOKEN = re.compile(r"<\|[a-z_]{2,20}\|>|</?s>|\[INST\]|<\|endoftext\|>")
 
 
-def repetition_stats(text: str) -> tuple[float, int, str]:
-    """(distinct 4-gram ratio, most repeated line count, that line): low ratio / high count = loop."""
-    tokens = words(text)
-    grams = [tuple(tokens[i: i + 4]) for i in range(len(tokens) - 3)]
-    ratio = len(set(grams)) / len(grams) if grams else 1.0
-    lines = [_LIST_PREFIX.sub("", s.strip().lower()) for s in re.split(r"(?<=[.!?])\s+|\n+", strip_code(text))
-             if not s.strip().startswith("|")]
-    lines = [s for s in lines if len(s) >= 3]
+def repetition_stats(text: str, tokens: list[str] | None = None) -> tuple[float, int, str]:
+    """(distinct 4-gram ratio, most repeated line count, that line): low ratio / high count = loop.
+
+    ``tokens``: ``words(text)`` when the caller has them already."""
+    tokens = words(text) if tokens is None else tokens
+    n_grams = len(tokens) - 3
+    ratio = len(set(zip(tokens, tokens[1:], tokens[2:], tokens[3:]))) / n_grams if n_grams > 0 else 1.0
+    lines = []
+    for part in _SENTENCE_OR_LINE.split(strip_code(text)):
+        part = part.strip()
+        if not part.startswith("|") and len(line := _LIST_PREFIX.sub("", part.lower())) >= 3:
+            lines.append(line)
     top, count = ("", 0)
     if lines:
         top, count = Counter(lines).most_common(1)[0]
@@ -351,10 +362,11 @@ class DegenerateGrader(BaseGrader):
         elif not stripped:
             degenerate = Decision("degenerate_output", False, 0.0, "tool calls only")
         else:
-            ratio, count, line = repetition_stats(text)
-            n_tokens = len(words(text))
+            tokens = words(text)
+            ratio, count, line = repetition_stats(text, tokens)
+            n_tokens = len(tokens)
             run = re.search(r"(.)\1{24,}", text)
-            letters = sum(n for ch, n in Counter(stripped).items() if ch.isalpha())
+            letters = letter_count(stripped)
             if special := _SPECIAL_TOKEN.search(text):
                 degenerate = Decision("degenerate_output", True, 0.9, f"chat-template token {special.group(0)!r}")
             elif n_tokens >= self.min_tokens and ratio < self.min_distinct_ratio:
