@@ -200,41 +200,47 @@ def _langid() -> Any:
 
 
 def _batch_identifier_class(base: type) -> type | None:
-    """py3langid's identifier with ``classify_batch``: the per-byte DFA walk of many texts at once.
+    """py3langid's identifier with ``classify_batch``: many texts classified together, same answers.
 
-    py3langid walks its byte automaton one byte at a time in Python (``visit_counts``), most
-    of the ``language`` grader's time. Here the texts of a batch walk in lockstep: one numpy
-    step moves every text still running by one byte, so the states, and the features they
-    emit, are the ones ``visit_counts`` reaches, in the same order; scoring, normalising and
-    the decision stay py3langid's own (its ``_raw_score`` reads the walked counts). Built on
-    py3langid's internals of 0.4 (``tk_nextmove``, ``_rowbase``, ``tk_output``, ``_raw_score``):
-    None where they are missing, and the library's ``classify`` is used per text.
+    py3langid walks its byte automaton one byte at a time in Python (``visit_counts``), then
+    scores each text from rows of its 100k-feature table picked at random (cache misses).
+    Here the texts of a batch walk in lockstep: one numpy step moves every text still running
+    by one byte, so each text reaches the states, and emits the features, ``visit_counts``
+    does, in the same order. The table rows the batch uses are gathered once, in order, and
+    each text's score is py3langid's formula (``log1p(counts) @ rows + nb_pc``) on the same
+    rows in the same order; encoding, normalising and the decision stay py3langid's own (its
+    ``classify`` calls ``_raw_score``, which reads the walk). Built on py3langid 0.4's
+    internals (``tk_nextmove``, ``_rowbase``, ``tk_output``, ``_raw_score``, ``_encode``):
+    None where they are missing, and the library's ``classify`` is used text by text.
     """
-    if not all(hasattr(base, name) for name in ("_raw_score", "_sparse_score", "_encode", "classify")):
+    if not all(hasattr(base, name) for name in ("_raw_score", "_encode", "classify", "tk_nextmove", "tk_output",
+                                                   "_rowbase", "nb_ptc", "nb_pc")):
         return None
 
+    import numpy as np
+
     class BatchLanguageIdentifier(base):  # type: ignore[misc, valid-type]
-        __slots__ = ("_walk_tables", "_walked")
+        __slots__ = ("_rows", "_walk_tables", "_walked")
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            import numpy as np
-
             super().__init__(*args, **kwargs)
-            self._walked: dict[bytes, Counter[int]] | None = None
+            self._walked: dict[bytes, tuple[Any, Any]] | None = None  # text -> (counts, rows in _rows)
+            self._rows: Any = None
+            output = np.asarray(self.tk_output, dtype=np.int64)
             self._walk_tables = (np.frombuffer(self.tk_nextmove, dtype=np.dtype(self.tk_nextmove.typecode)),
-                                 np.asarray(self._rowbase, dtype=np.int64), np.asarray(self.tk_output, dtype=np.int64))
+                                 np.asarray(self._rowbase, dtype=np.int64), output, int(output.max()) + 1)
 
         def _raw_score(self, text: bytes) -> Any:
-            visits = self._walked.get(text) if self._walked else None
-            if not visits:  # not walked here, or no feature: the library's own path
+            walked = self._walked.get(text) if self._walked else None
+            if walked is None or not len(walked[0]):  # not walked here, or no feature: the library's own path
                 return super()._raw_score(text)
-            return self._sparse_score(visits, self.nb_ptc)
+            counts, rows = walked
+            return np.log1p(counts) @ self._rows[rows] + self.nb_pc
 
-        def walk_counts(self, texts: Sequence[bytes]) -> list[Counter[int]]:
-            """Feature counts per text (UTF-8 bytes), keys in first-visit order: ``visit_counts``'s."""
-            import numpy as np
-
-            nextmove, rowbase, output = self._walk_tables
+        def walk(self, texts: Sequence[bytes]) -> list[tuple[Any, Any]]:
+            """(features, counts) per text (UTF-8 bytes), features in first-visit order: ``visit_counts``'s
+            keys and values, as int64 and float32 arrays."""
+            nextmove, rowbase, output, n_features = self._walk_tables
             order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # running texts stay a prefix
             lengths = np.array([len(texts[i]) for i in order], dtype=np.int64)
             longest = int(lengths[0]) if len(order) else 0
@@ -248,20 +254,31 @@ def _batch_identifier_class(base: type) -> type | None:
                 k = running[p]
                 states[:k] = nextmove[rowbase[states[:k]] + data[:k, p]]
                 emitted[:k, p] = output[states[:k]]
-            counts: list[Counter[int]] = [Counter()] * len(texts)
-            for row, i in enumerate(order):
-                features = emitted[row, : lengths[row]]
-                counts[i] = Counter(features[features >= 0].tolist())
-            return counts
+            # every (text, feature) visited, its count and first visit: one sort for the whole batch
+            row, position = np.nonzero(emitted >= 0)  # by text, then position
+            keys, first, counts = np.unique(row * n_features + emitted[row, position], return_index=True,
+                                            return_counts=True)
+            by_first = np.argsort(first)  # by text, then first visit
+            keys, counts = keys[by_first], counts[by_first].astype(np.float32)
+            rows, features = np.divmod(keys, n_features)
+            bounds = np.searchsorted(rows, np.arange(len(order) + 1))
+            out: list[tuple[Any, Any]] = [(None, None)] * len(texts)
+            for r, i in enumerate(order):
+                out[i] = (features[bounds[r]: bounds[r + 1]], counts[bounds[r]: bounds[r + 1]])
+            return out
 
         def classify_batch(self, texts: Sequence[str]) -> list[tuple[str, float]]:
-            """``classify`` of each text, the DFA walked for all of them together."""
+            """``classify`` of each text, all walked and their table rows gathered together."""
             encoded = [self._encode(text) for text in texts]
-            self._walked = dict(zip(encoded, self.walk_counts(encoded), strict=True))
+            walked = self.walk(encoded)
+            used = np.unique(np.concatenate([features for features, _ in walked] or [np.zeros(0, np.int64)]))
+            self._rows = self.nb_ptc[used]
+            self._walked = {text: (counts, np.searchsorted(used, features))
+                            for text, (features, counts) in zip(encoded, walked, strict=True)}
             try:
                 return [self.classify(text) for text in texts]
             finally:
-                self._walked = None
+                self._walked = self._rows = None
 
     return BatchLanguageIdentifier
 
@@ -270,11 +287,16 @@ LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "pl", "ru", "uk", "cs", "
              "ro", "bg", "ar", "he", "fa", "hi", "bn", "ur", "ta", "zh", "ja", "ko", "vi", "th", "id", "ms", "tl", "sw")
 
 
+_MARKUP = re.compile(r"`[^`]*`|https?://\S+|\S+@\S+|<[^>]+>")
+_MARKUP_NO_EMAIL = re.compile(r"`[^`]*`|https?://\S+|<[^>]+>")  # the same without "@": slow \S+@ skipped
+_QUOTED = re.compile(r"\"[^\"\n]{1,80}\"|“[^”\n]{1,80}”|«[^»\n]{1,80}»|(?<![\w])'[^'\n]{1,60}'(?![\w])")
+
+
 def _prose(text: str) -> str:
     text = strip_code(text)
-    text = re.sub(r"`[^`]*`|https?://\S+|\S+@\S+|<[^>]+>", " ", text)
+    text = (_MARKUP if "@" in text else _MARKUP_NO_EMAIL).sub(" ", text)
     # Quoted phrases are often the other language on purpose ("how do you say ...").
-    return re.sub(r"\"[^\"\n]{1,80}\"|“[^”\n]{1,80}”|«[^»\n]{1,80}»|(?<![\w])'[^'\n]{1,60}'(?![\w])", " ", text)
+    return _QUOTED.sub(" ", text)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -332,8 +354,9 @@ class LanguageGrader(BaseGrader):
 
     def _grade(self, items: Sequence[GradeItem]) -> list[list[Decision]]:
         pairs = [(item.last_user(), item.reply or "") for item in items]
-        asked = [bool(_TRANSLATE.search(request) or _TRANSLATE.search(item.system()))
-                 for item, (request, _) in zip(items, pairs, strict=True)]
+        contexts = [(request, item.system()) for item, (request, _) in zip(items, pairs, strict=True)]
+        asks = {c: bool(_TRANSLATE.search(c[0]) or _TRANSLATE.search(c[1])) for c in dict.fromkeys(contexts)}
+        asked = [asks[c] for c in contexts]
         facts = self._identify([text for pair, ask in zip(pairs, asked, strict=True) if not ask for text in pair])
         scripts: dict[str, str] = {}
         out: list[list[Decision]] = []
