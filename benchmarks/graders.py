@@ -1,9 +1,16 @@
 """Replies per second for each offline grader and for the default set together.
 
-    python benchmarks/graders.py [--n 2000] [--presidio] [--workers 2]
+    python benchmarks/graders.py [--n 2000] [--presidio] [--workers 2] [--sample FILE]
+    python benchmarks/graders.py --n 4000 --sample FILE --before OLD/src [--rounds 3]
 
-Replies are the bundled real ShareGPT sample's logged replies (repeated to --n), in
-batches as grade_run feeds them. Model loading is timed separately: it happens once.
+Replies are a ShareGPT file's (user, assistant) turn pairs (default: the bundled real
+sample, 216 pairs, repeated to --n; --sample takes another ShareGPT JSON file, gzipped or
+not, whose pairs need not repeat), in batches as grade_run feeds them. Model loading is
+timed separately: it happens once.
+
+--before SRC measures the default set's CPU time per reply in fresh processes, alternately
+with SRC's code (a src/ folder of another checkout, e.g. ``git archive`` of main) and this
+checkout's, --rounds times each, and prints the best of each and their ratio per grader.
 """
 
 from __future__ import annotations
@@ -12,7 +19,11 @@ import argparse
 import asyncio
 import gzip
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from deploysim.cli.demo import sample_path
 from deploysim.evaluate.graders import DEFAULT_GRADERS, GradeItem, create_grader
@@ -20,8 +31,10 @@ from deploysim.evaluate.graders.run import BATCH
 from deploysim.core.schema import Message
 
 
-def load_items(n: int) -> list[GradeItem]:
-    data = json.loads(gzip.open(sample_path()).read())
+def load_items(n: int, sample: Path | None = None) -> list[GradeItem]:
+    path = sample or sample_path()
+    raw = path.read_bytes()
+    data = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
     base: list[GradeItem] = []
     for conv in data:
         turns = conv["conversations"]
@@ -44,8 +57,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--presidio", action="store_true", help="also time pii_presidio (slow)")
     parser.add_argument("--workers", type=int, default=2, help="processes for the pooled measurement")
+    parser.add_argument("--sample", type=Path, help="a ShareGPT JSON file (default: the bundled sample)")
+    parser.add_argument("--before", type=Path, help="a src/ folder of another checkout: CPU per reply, before/after")
+    parser.add_argument("--rounds", type=int, default=3, help="--before: alternating rounds, best of each kept")
+    parser.add_argument("--cpu-json", action="store_true", help=argparse.SUPPRESS)  # one --before measurement
     args = parser.parse_args()
-    items = load_items(args.n)
+    if args.cpu_json:
+        print(json.dumps(asyncio.run(cpu_per_grader(load_items(args.n, args.sample)))))
+        return
+    if args.before is not None:
+        before_after(args)
+        return
+    items = load_items(args.n, args.sample)
     names = [*DEFAULT_GRADERS, *(["pii_presidio"] if args.presidio else [])]
     total = 0.0
     print(f"{'grader':20} {'load s':>8} {'replies/s':>10}")
@@ -62,6 +85,45 @@ def main() -> None:
           f"{len(items)} replies, one process)")
     if args.workers > 1:
         pooled(items, args.workers)
+
+
+async def cpu_per_grader(items: list[GradeItem]) -> dict[str, float]:
+    """CPU seconds each default grader spends on ``items``, batch by batch as grade_run's loop calls them."""
+    graders = [create_grader(name) for name in DEFAULT_GRADERS]
+    spent = dict.fromkeys(DEFAULT_GRADERS, 0.0)
+    for i in range(0, len(items), BATCH):
+        batch = items[i:i + BATCH]
+        for grader in graders:
+            started = time.process_time()
+            await grader.grade(batch)
+            spent[grader.name] += time.process_time() - started
+    return spent
+
+
+def before_after(args: argparse.Namespace) -> None:
+    """The default set's CPU per reply with --before's code and this checkout's, alternating fresh processes."""
+    here = Path(__file__).resolve().parents[1] / "src"
+    command = [sys.executable, __file__, "--n", str(args.n), "--cpu-json",
+               *(["--sample", str(args.sample)] if args.sample else [])]
+    best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
+    totals: dict[str, float] = {}
+    for _ in range(args.rounds):
+        for side, src in (("before", args.before.resolve()), ("after", here)):
+            done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"benchmarks/graders.py: the {side} measurement ({src}) failed:\n{done.stderr[-2000:]}")
+            spent = json.loads(done.stdout.splitlines()[-1])
+            for name, seconds in spent.items():
+                best[side][name] = min(best[side].get(name, seconds), seconds)
+            totals[side] = min(totals.get(side, float("inf")), sum(spent.values()))
+    print(f"{args.n} replies, best of {args.rounds} alternating rounds, CPU microseconds per reply")
+    print(f"{'grader':20} {'before':>8} {'after':>8} {'after/before':>12}")
+    for name in DEFAULT_GRADERS:
+        b, a = best["before"][name], best["after"][name]
+        print(f"{name:20} {b / args.n * 1e6:8.0f} {a / args.n * 1e6:8.0f} {a / b:12.2f}")
+    b, a = totals["before"], totals["after"]
+    print(f"{'default set':20} {b / args.n * 1e6:8.0f} {a / args.n * 1e6:8.0f} {a / b:12.2f}")
+    print(f"replies per CPU-second, one process: before {args.n / b:,.0f}, after {args.n / a:,.0f} ({b / a:.2f}x)")
 
 
 def pooled(items: list[GradeItem], workers: int) -> None:
