@@ -63,10 +63,8 @@ class Hinted:
         self.pattern, self.hints = pattern, hints
 
     def search(self, text: str) -> re.Match[str] | None:
-        if text.isascii():
-            lowered = _lowered(text)
-            if not any(hint in lowered for hint in self.hints):
-                return None
+        if text.isascii() and not any(map(_lowered(text).__contains__, self.hints)):
+            return None
         return self.pattern.search(text)
 
 
