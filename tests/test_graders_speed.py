@@ -125,3 +125,23 @@ def test_text_helpers_match_the_code_they_replace() -> None:
         assert classifiers._MARKUP_NO_EMAIL.sub(" ", text) == classifiers._MARKUP.sub(" ", text) or "@" in text
     assert rules.char_run("x" + "a" * 30) == ("a", 30)
     assert rules.letter_count("abc 12 é") == 4
+
+
+def test_repetition_stats_are_the_regex_versions() -> None:
+    def old(text: str) -> tuple[float, int, str]:  # main's code before the speed work
+        from collections import Counter
+
+        tokens = rules.words(text)
+        grams = [tuple(tokens[i: i + 4]) for i in range(len(tokens) - 3)]
+        ratio = len(set(grams)) / len(grams) if grams else 1.0
+        lines = [rules._LIST_PREFIX.sub("", s.strip().lower())
+                 for s in re.split(r"(?<=[.!?])\s+|\n+", rules.strip_code(text)) if not s.strip().startswith("|")]
+        lines = [s for s in lines if len(s) >= 3]
+        top, count = Counter(lines).most_common(1)[0] if lines else ("", 0)
+        return ratio, count, top
+
+    loops = ["1. Do it.\n2. Do it.\n- do it.\n* Do it.\n• DO IT.\n+ do it.\n12) do it\n١. do it", "ΟΔΟΣ. ΟΔΟΣ.\nΟΔΟΣ",
+             "| a | b |\n| a | b |\n| a | b |", "İi. İi. İi. İi.", "same words " * 30]
+    for text in _texts() + loops:
+        assert rules.repetition_stats(text) == old(text), text
+    assert rules.repetition_stats(loops[0])[1:] == (6, "do it.")  # list marks of every kind removed

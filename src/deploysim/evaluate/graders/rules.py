@@ -390,6 +390,7 @@ def _dangling(text: str) -> bool:
 
 
 _LIST_PREFIX = re.compile(r"^(?:[-*•+]|\d{1,3}[.)])\s*")
+_LIST_MARKS = frozenset("-*•+")
 #: r"(?<=[.!?])\s+|\n+" (split after a sentence's end, or at line breaks), written to begin with one
 #: whitespace character so that re skips ahead to the next one: twice as fast, the same splits
 _SENTENCE_OR_LINE = re.compile(r"\s(?:(?<=[.!?]\s)\s*|(?<=\n)\n*)")
@@ -404,9 +405,14 @@ def repetition_stats(text: str, tokens: list[str] | list[bytes] | None = None) -
     n_grams = len(tokens) - 3
     ratio = len(set(zip(tokens, tokens[1:], tokens[2:], tokens[3:]))) / n_grams if n_grams > 0 else 1.0
     lines = []
-    for part in _SENTENCE_OR_LINE.split(strip_code(text)):
-        part = part.strip()
-        if not part.startswith("|") and len(line := _LIST_PREFIX.sub("", part.lower())) >= 3:
+    # lower-cased whole: the splits fall on whitespace, which lower-casing neither makes nor moves
+    for part in _SENTENCE_OR_LINE.split(strip_code(text).lower()):
+        line = part.strip()
+        if line.startswith("|"):
+            continue
+        if line[:1] in _LIST_MARKS or line[:1].isdigit():  # what _LIST_PREFIX can match at all
+            line = _LIST_PREFIX.sub("", line)
+        if len(line) >= 3:
             lines.append(line)
     top, count = ("", 0)
     if lines:
