@@ -107,7 +107,9 @@ def before_after(args: argparse.Namespace) -> None:
                *(["--sample", str(args.sample)] if args.sample else [])]
     best: dict[str, dict[str, float]] = {"before": {}, "after": {}}
     totals: dict[str, float] = {}
+    ratios = []  # per round: neighbours' load drifts less within a round than across rounds
     for _ in range(args.rounds):
+        pair = {}
         for side, src in (("before", args.before.resolve()), ("after", here)):
             done = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(src)}, capture_output=True, text=True)
             if done.returncode != 0:
@@ -116,6 +118,8 @@ def before_after(args: argparse.Namespace) -> None:
             for name, seconds in spent.items():
                 best[side][name] = min(best[side].get(name, seconds), seconds)
             totals[side] = min(totals.get(side, float("inf")), sum(spent.values()))
+            pair[side] = sum(spent.values())
+        ratios.append(pair["before"] / pair["after"])
     print(f"{args.n} replies, best of {args.rounds} alternating rounds, CPU microseconds per reply")
     print(f"{'grader':20} {'before':>8} {'after':>8} {'after/before':>12}")
     for name in DEFAULT_GRADERS:
@@ -124,6 +128,8 @@ def before_after(args: argparse.Namespace) -> None:
     b, a = totals["before"], totals["after"]
     print(f"{'default set':20} {b / args.n * 1e6:8.0f} {a / args.n * 1e6:8.0f} {a / b:12.2f}")
     print(f"replies per CPU-second, one process: before {args.n / b:,.0f}, after {args.n / a:,.0f} ({b / a:.2f}x)")
+    print(f"speed-up per round (before CPU / after CPU): {', '.join(f'{r:.2f}x' for r in ratios)}; "
+          f"median {sorted(ratios)[len(ratios) // 2]:.2f}x")
 
 
 def pooled(items: list[GradeItem], workers: int) -> None:
