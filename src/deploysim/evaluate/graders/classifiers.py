@@ -203,7 +203,7 @@ def _langid() -> Any:
     return identifier
 
 
-def _batch_identifier_class(base: type) -> type | None:
+def _batch_identifier_class(base: Any) -> Any:
     """py3langid's identifier with ``classify_batch``: many texts classified together, same answers.
 
     py3langid walks its byte automaton one byte at a time in Python (``visit_counts``), then
@@ -224,7 +224,7 @@ def _batch_identifier_class(base: type) -> type | None:
 
     import numpy as np
 
-    class BatchLanguageIdentifier(base):  # type: ignore[misc, valid-type]
+    class BatchLanguageIdentifier(base):
         __slots__ = ("_rows", "_walk_tables", "_walked")
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -260,8 +260,8 @@ def _batch_identifier_class(base: type) -> type | None:
                 states[:k] = nextmove[rowbase[states[:k]] + data[:k, p]]
                 emitted[:k, p] = output[states[:k]]
             # every (text, feature) visited, its count and first visit: one sort for the whole batch
-            row, position = np.nonzero(emitted >= 0)  # by text, then position
-            keys, first, counts = np.unique(row * n_features + emitted[row, position], return_index=True,
+            text_of, position = np.nonzero(emitted >= 0)  # by text, then position
+            keys, first, counts = np.unique(text_of * n_features + emitted[text_of, position], return_index=True,
                                             return_counts=True)
             by_first = np.argsort(first)  # by text, then first visit
             keys, counts = keys[by_first], counts[by_first].astype(np.float32)
