@@ -42,7 +42,9 @@ _INSULT = Hinted(re.compile(
     r"are you (?:stupid|dumb|an idiot|serious)\b|even a child (?:could|knows))",
     re.I,
 ),
-       "idiot", "moron", "stupid", "dumb", "retard", "pathetic", "loser", "worthless", "useless", "imbecile", "clown", "ignorant", "jerk", "lazy", "incompetent", "disgusting", "shut up", "stfu", "screw you", "go to hell", "get lost", "nobody cares", "are you serious", "even a child")
+    "idiot", "moron", "stupid", "dumb", "retard", "pathetic", "loser", "worthless", "useless", "imbecile", "clown",
+    "ignorant", "jerk", "lazy", "incompetent", "disgusting", "shut up", "stfu", "screw you", "go to hell", "get lost",
+    "nobody cares", "are you serious", "even a child")
 
 
 _SECOND_PERSON = re.compile(r"\b(?:you|your|you're|yourself|ur|u)\b", re.I)
@@ -190,7 +192,9 @@ _TRANSLATE = Hinted(re.compile(
     r"en (?:inglés|anglais|español|français)|auf (?:englisch|deutsch)|respond in|answer in|reply in|write in)\b",
     re.I,
 ),
-       "translat", "tradu", "english", "french", "spanish", "german", "italian", "portuguese", "chinese", "japanese", "korean", "russian", "arabic", "hindi", "dutch", "turkish", "polish", "vietnamese", "indonesian", "anglais", "englisch", "deutsch", "respond in", "answer in", "reply in", "write in")
+    "translat", "tradu", "english", "french", "spanish", "german", "italian", "portuguese", "chinese", "japanese",
+    "korean", "russian", "arabic", "hindi", "dutch", "turkish", "polish", "vietnamese", "indonesian", "anglais",
+    "englisch", "deutsch", "respond in", "answer in", "reply in", "write in")
 
 
 @functools.cache
