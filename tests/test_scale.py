@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -214,6 +215,16 @@ def _write_journal(path: Path, n_replies: int, seed: int = 0) -> None:
         out.write(b'{"point_id": "cut sh')  # a line cut short by a kill: ignored
 
 
+def _naive_done_keys(journal: Any) -> set[str]:
+    """(reply, grader, version) whose latest journal lines hold no error, as a set of strings (main's way)."""
+    status: dict[str, dict[str, bool]] = {}
+    for row in journal.rows():
+        key = grade_mod._item_key(row["point_id"], row["deployment"], row.get("sample_index", 0), row["grader"],
+                                  row.get("grader_version", "1"))
+        status.setdefault(key, {})[row["behaviour"]] = row.get("error") is None
+    return {k for k, by_behaviour in status.items() if all(by_behaviour.values())}
+
+
 def _naive_finalise(journal_path: Path) -> list[dict]:
     from deploysim.core.store import JsonlJournal
 
@@ -236,7 +247,7 @@ def test_resume_keys_and_finalise_give_what_the_per_verdict_dicts_gave(tmp_path:
     _write_journal(path, 1000)
     journal = JsonlJournal(path, key="point_id")
     done = grade_mod._done_keys(journal, run_dir / grade_mod.JOURNAL_SCRATCH)
-    want = grade_mod._done_keys_set(journal)
+    want = _naive_done_keys(journal)
     assert isinstance(done, grade_mod.DoneKeys) and len(done) == len(want) > 1000
     every = {grade_mod._item_key(f"p{i}", "candidate", 0, g, v) for i in range(1000) for g in ("refusal", "pii")
              for v in ("1", "2")}
@@ -273,3 +284,102 @@ def test_resume_keys_and_finalise_hold_no_python_object_per_verdict(tmp_path: Pa
         assert done.hashes.nbytes == 8 * len(done)  # 8 bytes a done key
     print(peaks)
     assert peaks[16000] < 1.5 * peaks[4000], peaks
+
+
+def test_resume_keys_answer_alike_in_every_process(tmp_path: Path) -> None:
+    """The Ray engine pickles the driver's DoneKeys to its workers: a key's hash may not depend on the process
+    (Python's str hash is salted per process; two seeds below would disagree)."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from deploysim.core.store import JsonlJournal
+
+    path = tmp_path / "journal" / "verdicts.jsonl"
+    _write_journal(path, 200)
+    done = grade_mod.done_verdicts(tmp_path)
+    keys = sorted({grade_mod._item_key(f"p{i}", "candidate", 0, g, v) for i in range(200)
+                   for g in ("refusal", "pii") for v in ("1", "2")})
+    want = [k in _naive_done_keys(JsonlJournal(path, key="point_id")) for k in keys]
+    assert [k in done for k in keys] == want and any(want) and not all(want)
+    (tmp_path / "done.pickle").write_bytes(pickle.dumps((done, keys)))
+    code = ("import pickle, sys; done, keys = pickle.loads(open(sys.argv[1], 'rb').read()); "
+            "print(''.join('1' if k in done else '0' for k in keys))")
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "done.pickle")], capture_output=True,
+                             text=True, env={**os.environ, "PYTHONHASHSEED": seed}, check=True).stdout.strip()
+        assert out == "".join("1" if w else "0" for w in want)
+
+
+def _verdicts_with_every_case(run_dir: Path) -> None:
+    """The synthetic run's verdicts plus: a second sample for some points, a second grader of a behaviour,
+    a verdict with an error message and a decision, verdicts of a point not in points.parquet."""
+    table = pq.read_table(run_dir / "verdicts.parquet")
+    rows = table.to_pylist()
+    extra = []
+    for r in rows[:300]:
+        if r["behaviour"] == "over_refusal":
+            extra.append({**r, "sample_index": 1, "flagged": not r["flagged"] if r["flagged"] is not None else None})
+        if r["behaviour"] == "verbosity":
+            extra.append({**r, "grader": "other", "flagged": True})
+    extra.append({**rows[0], "error": "judge said: malformed", "flagged": True})
+    extra += [{**r, "point_id": "nope"} for r in rows[:5]]
+    pq.write_table(pa.Table.from_pylist(rows + extra, schema=table.schema), run_dir / "verdicts.parquet",
+                   row_group_size=500)
+
+
+@pytest.mark.parametrize("small_groups", [False, True])
+def test_streamed_outcomes_and_counts_are_the_whole_table_ones(tmp_path: Path, small_groups: bool,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_run's compact outcome columns and behaviour_rates' verdict counts equal those computed from the
+    whole verdicts table in Python (main's way), whatever the batch and group sizes; behaviour_rates never
+    reads verdicts.parquet whole."""
+    from collections import Counter
+
+    from deploysim.evaluate.stats import data as data_mod
+    from deploysim.evaluate.stats.analysis import behaviour_rates
+    from deploysim.evaluate.stats.rates import weighted_rate
+
+    run_dir = build_run(tmp_path / "run", {"over_refusal": (0.1, 0.2), "verbosity": (0.3, 0.3)}, n_points=600,
+                        points_per_conversation=2, undecided_rate=0.05)
+    _verdicts_with_every_case(run_dir)
+    if small_groups:  # many batches and several lookup groups
+        monkeypatch.setattr(data_mod, "VERDICT_BATCH", 256)
+        monkeypatch.setattr(data_mod, "GROUP_ROWS", 1000)
+    ids = pq.read_table(run_dir / "points.parquet", columns=["point_id"])["point_id"].to_pylist()
+    position = {p: i for i, p in enumerate(ids)}
+    per_point: dict[tuple[str, str, str], np.ndarray] = {}
+    counts: Counter[tuple[str, str, str, str]] = Counter()
+    for r in pq.read_table(run_dir / "verdicts.parquet").to_pylist():
+        counts[r["deployment"], r["behaviour"], r["grader"],
+               "errors" if r["flagged"] is None or r["error"] is not None else str(r["flagged"])] += 1
+        if r["point_id"] in position and r["flagged"] is not None:
+            tally = per_point.setdefault((r["behaviour"], r["grader"], r["deployment"]), np.zeros((2, len(ids))))
+            tally[:, position[r["point_id"]]] += (r["flagged"], 1)
+    data = data_mod.load_run(run_dir)
+    assert data.graders == {"over_refusal": "synthetic", "verbosity": "synthetic"}
+    columns = {(b, data.graders[b]): by_dep for b, by_dep in data.outcomes.items()} | data.others
+    assert set(columns) == {(b, g) for b, g, _ in per_point}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for (b, g, d), (flagged, decided) in per_point.items():
+            want = np.where(decided > 0, flagged / np.maximum(decided, 1), np.nan)
+            np.testing.assert_array_equal(columns[b, g][d], want)
+    assert 0 < np.nanmean(columns["over_refusal", "synthetic"]["candidate"] % 1 > 0)  # fractions: two samples
+    original = pq.read_table
+
+    def no_whole_verdicts(source: Any, *args: Any, **kwargs: Any) -> Any:
+        assert not str(source).endswith("verdicts.parquet"), "verdicts.parquet read whole"
+        return original(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", no_whole_verdicts)
+    rates = behaviour_rates(run_dir)
+    got = {(d, b.split("[")[0], r["grader"]): r for d, by_b in rates.items() for b, r in by_b.items()}
+    assert set(got) == {k[:3] for k in counts}
+    for (d, b, g), r in got.items():
+        assert (r["flagged"], r["graded"], r["errors"]) == (
+            counts[d, b, g, "True"], counts[d, b, g, "True"] + counts[d, b, g, "False"], counts[d, b, g, "errors"])
+        y = np.where(per_point[b, g, d][1] > 0, per_point[b, g, d][0] / np.maximum(per_point[b, g, d][1], 1),
+                     np.nan)
+        assert r["rate"] == round(weighted_rate(y, data.weights, data.clusters).rate, 6)
+    assert rates["candidate"]["verbosity[other]"]["grader"] == "other"

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from hashlib import blake2b
+from collections.abc import Container, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -69,16 +70,6 @@ def _item_key(point_id: str, deployment: str, sample_index: int, grader: str, ve
     return f"{point_id}|{deployment}|{sample_index}|{grader}|{version}"
 
 
-def _done_keys_set(journal: JsonlJournal) -> set[str]:
-    """(reply, grader, version) whose latest journal lines hold no error, as strings (the Ray engine's form)."""
-    status: dict[str, dict[str, bool]] = {}
-    for row in journal.rows():
-        key = _item_key(row["point_id"], row["deployment"], row.get("sample_index", 0), row["grader"],
-                        row.get("grader_version", "1"))
-        status.setdefault(key, {})[row["behaviour"]] = row.get("error") is None
-    return {k for k, by_behaviour in status.items() if all(by_behaviour.values())}
-
-
 #: journal lines per on-disk partition when the journal is summarised (resume keys, finalise)
 PART_ROWS = 1 << 17
 #: the journal summary is partitioned on disk here while grading starts and ends (removed after)
@@ -88,8 +79,9 @@ _SUMMARY = pa.schema([("row", pa.int64()), ("reply", pa.string()), ("grader", pa
 
 
 def _key_hash(key: str) -> int:
-    """A key's 64-bit hash (Python's: stable within the process that builds and asks a ``DoneKeys``)."""
-    return hash(key)
+    """A key's 64-bit hash, the same in every process (BLAKE2b; Python's ``hash`` of a str is salted per
+    process), so that a ``DoneKeys`` built by the driver answers in Ray's worker processes too."""
+    return int.from_bytes(blake2b(key.encode(), digest_size=8).digest(), "little", signed=True)
 
 
 class DoneKeys:
@@ -97,23 +89,22 @@ class DoneKeys:
 
     A set of Python strings cost ~150 bytes a key (43M keys at 1.3M points); this holds the
     hashes only. Two keys share a 64-bit hash with probability ~ n^2 / 2^65 (about 1e-5 at
-    10M keys), which would leave one verdict ungraded.
+    10M keys), which would leave one verdict ungraded. Picklable: the Ray engine ships it to
+    its grading workers.
     """
 
     def __init__(self, hashes: np.ndarray) -> None:
         self.hashes = np.unique(np.asarray(hashes, np.int64))
 
     def __contains__(self, key: object) -> bool:
+        if not len(self.hashes):  # a fresh run: nothing to hash
+            return False
         h = _key_hash(str(key))
         i = int(np.searchsorted(self.hashes, h))
         return i < len(self.hashes) and int(self.hashes[i]) == h
 
     def __len__(self) -> int:
         return len(self.hashes)
-
-
-#: what ``verdicts_for`` asks "already graded?" of: a DoneKeys, or the Ray engine's set of key strings
-Done = DoneKeys | set[str] | frozenset[str]
 
 
 def _journal_parts(journal: JsonlJournal, scratch: Path) -> Iterator[pa.Table]:
@@ -300,7 +291,7 @@ def _count_ok(run_dir: Path) -> tuple[int, int]:
     return table.num_rows - errors, errors
 
 
-async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: Done) -> list[list[Verdict]]:
+async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: Container[str]) -> list[list[Verdict]]:
     """Each grader's verdicts on the items of ``batch`` not in ``done``, one list per grader that had work.
 
     A grader that fails gives error verdicts (``flagged=None``): recorded, never fatal (rule 3).
@@ -323,9 +314,9 @@ async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: 
     return out
 
 
-def done_verdicts(run_dir: Path) -> set[str]:
+def done_verdicts(run_dir: Path) -> DoneKeys:
     """The (reply, grader, version) keys ``run_dir``'s verdict journal holds without error."""
-    return _done_keys_set(RunStore(run_dir).journal_file("verdicts", key="point_id"))
+    return _done_keys(RunStore(run_dir).journal_file("verdicts", key="point_id"), Path(run_dir) / JOURNAL_SCRATCH)
 
 
 #: Graders the worker processes run: set in the parent just before the pool forks, inherited.
@@ -392,7 +383,7 @@ class _Pool:
         _POOLED.clear()
 
 
-async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: Done,
+async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: DoneKeys,
                        journal: JsonlJournal, pool: _Pool | None = None) -> int:
     written = 0
     pooled: dict[int, list[dict[str, Any]] | str] = {}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from deploysim.evaluate.stats.calibration import Calibration, load_calibration
 from deploysim.evaluate.stats.correction import CorrectedRate, GraderValidation, corrected_rate, load_validation
@@ -151,21 +149,14 @@ def behaviour_rates(run_dir: Path, graders: Sequence[str] | None = None) -> dict
     """
     run_dir = Path(run_dir)
     checks = _checks(run_dir, None)
-    data = load_run(run_dir, {b: v.grader for b, v in checks.items() if v.grader}, graders)
+    data = load_run(run_dir, {b: v.grader for b, v in checks.items() if v.grader}, graders, count_verdicts=True)
     columns = {(b, data.graders[b]): by_dep for b, by_dep in data.outcomes.items()} | data.others
-    table = pq.read_table(run_dir / "verdicts.parquet",
-                          columns=["deployment", "behaviour", "grader", "flagged", "error"])
-    counts: Counter[tuple[str, str, str, str]] = Counter()
-    for dep, beh, grd, flagged, error in zip(*(table[c].to_pylist() for c in table.column_names), strict=True):
-        if graders is None or grd in graders:
-            counts[dep, beh, grd, "errors" if flagged is None or error is not None else str(flagged)] += 1
     rates: dict[str, dict[str, dict[str, Any]]] = {}
-    for dep, beh, grd in sorted({key[:3] for key in counts}):
+    for (dep, beh, grd), (k, clear, errors) in sorted(data.verdict_counts.items()):
         y = columns.get((beh, grd), {}).get(dep)
         rate = weighted_rate(y, data.weights, data.clusters).rate if y is not None else None
-        k, clear = counts[dep, beh, grd, "True"], counts[dep, beh, grd, "False"]
         rates.setdefault(dep, {})[beh if data.graders.get(beh) == grd else f"{beh}[{grd}]"] = {
-            "flagged": k, "graded": k + clear, "errors": counts[dep, beh, grd, "errors"],
+            "flagged": k, "graded": k + clear, "errors": errors,
             "rate": round(rate, 6) if rate is not None else None, "grader": grd}
     return rates
 
@@ -252,21 +243,22 @@ def _comparisons(data: RunData, behaviours: list[str], baseline: str | None, can
 def _segments(data: RunData, name: str, baseline: str | None, candidate: str | None, confidence: float,
               method: str, n_boot: int, seed: int) -> list[SegmentRow]:
     labels = segment_labels(data.metadata, name)
-    rows: list[SegmentRow] = []
-    comps: list[PairedComparison] = []
-    for value in sorted(set(labels), key=lambda v: (v in (MISSING, OTHER), v)):
-        mask = labels == value
-        for behaviour in data.behaviours:
-            by_dep = data.outcomes[behaviour]
-            rates = {d: weighted_rate(by_dep[d][mask], data.weights[mask], data.clusters[mask], confidence)
-                     for d in data.deployments if d in by_dep}
+    values = sorted(set(labels), key=lambda v: (v in (MISSING, OTHER), v))
+    masks = {value: labels == value for value in values}
+    cells: dict[tuple[str, str], SegmentRow] = {}
+    for behaviour in data.behaviours:  # each outcome column is built once per behaviour, not once per value
+        by_dep = data.outcomes[behaviour]
+        columns = {d: by_dep[d] for d in data.deployments if d in by_dep}
+        for value, mask in masks.items():
+            w, clusters = data.weights[mask], data.clusters[mask]
+            rates = {d: weighted_rate(y[mask], w, clusters, confidence) for d, y in columns.items()}
             comp = None
-            if baseline and candidate and baseline in by_dep and candidate in by_dep:
-                comp = compare_paired(behaviour, baseline, candidate, by_dep[baseline][mask],
-                                      by_dep[candidate][mask], data.weights[mask], data.clusters[mask],
-                                      confidence, n_boot, seed)
+            if baseline and candidate and baseline in columns and candidate in columns:
+                comp = compare_paired(behaviour, baseline, candidate, columns[baseline][mask],
+                                      columns[candidate][mask], w, clusters, confidence, n_boot, seed)
                 comp.segment = f"{name}={value}"
-                comps.append(comp)
-            rows.append(SegmentRow(name, str(value), int(mask.sum()), behaviour, rates, comp))
-    call_directions(comps, confidence, method)
+            cells[value, behaviour] = SegmentRow(name, str(value), int(mask.sum()), behaviour, rates, comp)
+        del columns
+    rows = [cells[value, behaviour] for value in values for behaviour in data.behaviours]
+    call_directions([r.comparison for r in rows if r.comparison is not None], confidence, method)
     return rows

@@ -8,7 +8,7 @@ results name it, else the one with the most verdicts (others are listed in notes
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,18 +32,55 @@ class RunData:
     clusters: np.ndarray  # int codes; cluster = metadata conversation_id, else record_id
     n_clusters: int
     metadata: Metadata
-    outcomes: dict[str, dict[str, np.ndarray]]  # behaviour -> deployment -> float per point (NaN = none)
+    outcomes: dict[str, Outcomes]  # behaviour -> deployment -> float per point (NaN = none)
     graders: dict[str, str]
     errors: dict[str, dict[str, int]]  # behaviour -> deployment -> verdicts without a decision
     deployments: list[str]
     config: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     #: Outcomes of the graders not analysed, by (behaviour, grader) -> deployment.
-    others: dict[tuple[str, str], dict[str, np.ndarray]] = field(default_factory=dict)
+    others: dict[tuple[str, str], Outcomes] = field(default_factory=dict)
+    #: Verdicts per (deployment, behaviour, grader): (flagged, not flagged, errors), an error being a
+    #: verdict without a decision or with an error message; filled when load_run is asked to count.
+    verdict_counts: dict[tuple[str, str, str], tuple[int, int, int]] = field(default_factory=dict)
 
     @property
     def behaviours(self) -> list[str]:
         return sorted(self.outcomes)
+
+
+class Outcomes(Mapping[str, np.ndarray]):
+    """One behaviour's outcome column per deployment, kept as compact per-point counts.
+
+    A lookup returns a new float64 column (flagged / decided, NaN = no usable verdict). Stored:
+    one int8 per point (-1 none, 0, 1) when no point has more than one decided sample, else the
+    two uint16 counts: at 1.3M points and 33 columns, 43 MB instead of 343 MB of float64.
+    """
+
+    def __init__(self) -> None:
+        self._columns: dict[str, np.ndarray | tuple[np.ndarray, np.ndarray]] = {}
+
+    def put(self, deployment: str, flagged: np.ndarray, decided: np.ndarray) -> None:
+        if len(decided) == 0 or int(decided.max()) <= 1:
+            self._columns[deployment] = np.where(decided > 0, flagged, -1).astype(np.int8)
+        else:
+            self._columns[deployment] = (flagged, decided)
+
+    def __getitem__(self, deployment: str) -> np.ndarray:
+        stored = self._columns[deployment]
+        if isinstance(stored, np.ndarray):
+            column = stored.astype(float)
+            column[stored < 0] = np.nan
+            return column
+        flagged, decided = stored
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(decided > 0, flagged / np.maximum(decided, 1), np.nan)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 def cluster_of(record_id: str, metadata: dict[str, Any]) -> str:
@@ -188,10 +225,11 @@ class Metadata:
 
 
 def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
-             graders: Sequence[str] | None = None) -> RunData:
+             graders: Sequence[str] | None = None, count_verdicts: bool = False) -> RunData:
     """Read points and verdicts of a finished run (verdicts.parquet is written by the graders).
 
-    ``graders`` keeps only those graders' verdicts.
+    ``graders`` keeps only those graders' verdicts. ``count_verdicts`` fills
+    ``RunData.verdict_counts`` (reads the verdicts' error column too).
     """
     run_dir = Path(run_dir)
     points_path, verdicts_path = POINTS.path(run_dir), VERDICTS.path(run_dir)
@@ -203,9 +241,9 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
     point_ids = points["point_id"].combine_chunks()
     metadata = Metadata.read(points_path)
     clusters = dense_codes(metadata.cluster_keys(points["record_id"]))
-    pa.default_memory_pool().release_unused()
     weights = points["weight"].to_numpy(zero_copy_only=False).astype(float)
     del points
+    pa.default_memory_pool().release_unused()
     bad = ~(np.isfinite(weights) & (weights >= 0))
     if bad.any():  # a NaN or infinite weight would make every rate and interval meaningless
         first = int(np.flatnonzero(bad)[0])
@@ -215,36 +253,36 @@ def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
     n = len(point_ids)
     config = read_config(run_dir)  # a run written by a newer deploysim is refused here, never misread
     notes: list[str] = []
-    tallies, unknown = _tally_verdicts(verdicts_path, point_ids, graders)
+    tallies, unknown, verdict_counts = _tally_verdicts(verdicts_path, point_ids, graders, count_verdicts)
     pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed batches: give them back
     if unknown:
         notes.append(f"{unknown} verdict groups name points not in points.parquet: ignored")
     counts = {key: int(t.verdicts) for key, t in tallies.items()}
     chosen = _choose_graders(counts, preferred_graders or {}, notes)
-    others: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    outcomes: dict[str, dict[str, np.ndarray]] = {}
+    others: dict[tuple[str, str], Outcomes] = {}
+    outcomes: dict[str, Outcomes] = {}
     errors: dict[str, dict[str, int]] = {}
     deployments: set[str] = set()
     for (behaviour, grader) in sorted(tallies):
         tally = tallies.pop((behaviour, grader))
+        if not tally.by_deployment:  # every verdict named an unknown point
+            continue
         analysed = chosen.get(behaviour) == grader
+        columns = outcomes.setdefault(behaviour, Outcomes()) if analysed else others.setdefault(
+            (behaviour, grader), Outcomes())
         for d in sorted(tally.by_deployment):
             flagged, decided, undecided = tally.by_deployment.pop(d)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                column = np.where(decided > 0, flagged / np.maximum(decided, 1), np.nan)
-            if not analysed:
-                others.setdefault((behaviour, grader), {})[d] = column
-                continue
-            outcomes.setdefault(behaviour, {})[d] = column
-            errors.setdefault(behaviour, {})[d] = undecided
-            deployments.add(d)
+            columns.put(d, flagged, decided)
+            if analysed:
+                errors.setdefault(behaviour, {})[d] = undecided
+                deployments.add(d)
     ordered = [d["name"] for d in config.get("deployments", []) if isinstance(d, dict) and d.get("name") in deployments]
     ordered += sorted(deployments - set(ordered) - {LOGGED})
     if LOGGED in deployments:
         ordered.append(LOGGED)
     n_clusters = int(clusters.max()) + 1 if n else 0
     return RunData(run_dir, point_ids, weights, clusters, n_clusters, metadata, outcomes, chosen, errors, ordered,
-                   config, notes, others)
+                   config, notes, others, verdict_counts)
 
 
 def dense_codes(keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -277,72 +315,97 @@ class _Tally:
 
 
 VERDICT_BATCH = 1 << 16
+#: verdict rows held at most while their batches' point ids wait for one lookup together
+GROUP_ROWS = 1 << 21
+
+VerdictCounts = dict[tuple[str, str, str], tuple[int, int, int]]
 
 
-def _tally_verdicts(path: Path, point_ids: pa.Array, graders: Sequence[str] | None
-                    ) -> tuple[dict[tuple[str, str], _Tally], int]:
+def _tally_verdicts(path: Path, point_ids: pa.Array, graders: Sequence[str] | None, count: bool = False
+                    ) -> tuple[dict[tuple[str, str], _Tally], int, VerdictCounts]:
     """Stream verdicts.parquet once, a batch at a time, into per-point counts: memory ~ points, not verdicts.
 
-    Returns the tallies and the number of (behaviour, grader, deployment, point) groups
-    naming a point that is not in points.parquet.
+    Returns the tallies, the number of (behaviour, grader, deployment, point) groups
+    naming a point that is not in points.parquet, and (with ``count``) the verdicts per
+    (deployment, behaviour, grader): flagged, not flagged, errors.
     """
     n = len(point_ids)
     tallies: dict[tuple[str, str], _Tally] = {}
+    counts: dict[tuple[str, str, str], np.ndarray] = {}
     keep = set(graders) if graders is not None else None
     unknown_groups: set[tuple[str, str, str, str]] = set()
-    columns = ["point_id", "deployment", "behaviour", "grader", "flagged"]
+    columns = ["point_id", "deployment", "behaviour", "grader", "flagged", *(["error"] if count else [])]
     source = pq.ParquetFile(path, read_dictionary=columns[:4])
-    # Pass 1: each batch's point-id dictionary (its distinct ids, ~ batch/replies-per-point), looked up in
-    # points.parquet's ids with one hash of them per million entries, not one per batch (that was O(N^2)).
-    positions: list[np.ndarray] = []
-    pending: list[pa.Array] = []
+    # Each batch's point-id dictionary (its distinct ids) is looked up in points.parquet's ids; batches
+    # wait in a group until their dictionaries hold max(n, 1M) ids (or GROUP_ROWS rows), so that the
+    # ids are hashed once per group, not once per batch (that was O(N^2)).
+    group: list[pa.RecordBatch] = []
+    held_ids = held_rows = 0
 
-    def lookup() -> None:
-        if pending:
-            found = pc.index_in(pa.concat_arrays(pending), value_set=point_ids)
-            flat = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-            bounds = np.cumsum([0, *(len(d) for d in pending)])
-            positions.extend(flat[bounds[i]:bounds[i + 1]] for i in range(len(pending)))
-            pending.clear()
+    def tally_group() -> None:
+        if not group:
+            return
+        found = pc.index_in(pa.concat_arrays([pc.cast(b.column(0).dictionary, pa.string()) for b in group]),
+                            value_set=point_ids)
+        flat = pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        start = 0
+        for batch in group:
+            size = len(batch.column(0).dictionary)
+            _tally_batch(batch, flat[start:start + size], tallies, counts, keep, unknown_groups, n)
+            start += size
+        group.clear()
+        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps the freed batches: give them back
 
-    for batch in source.iter_batches(columns=["point_id"], batch_size=VERDICT_BATCH, use_threads=False):
-        pending.append(pc.cast(batch.column(0).dictionary, pa.string()))
-        if sum(len(d) for d in pending) >= max(n, 1 << 20):
-            lookup()
-    lookup()
-    for number, batch in enumerate(source.iter_batches(columns=columns, batch_size=VERDICT_BATCH,
-                                                       use_threads=False)):
-        ids = batch.column(0)
-        where = positions[number]
-        if len(where) != len(ids.dictionary):  # never expected: the same file read the same way
-            where = pc.fill_null(pc.index_in(pc.cast(ids.dictionary, pa.string()), value_set=point_ids),
-                                 -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        idx = where[ids.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
-        flagged = batch.column(4)
-        decided = pc.is_valid(flagged).to_numpy(zero_copy_only=False)
-        yes = pc.fill_null(flagged, False).to_numpy(zero_copy_only=False)
-        # one integer per (behaviour, grader, deployment): grouping by integer compares, not strings
-        codes, names = [], []
-        for column in (batch.column(2), batch.column(3), batch.column(1)):
-            codes.append(column.indices.to_numpy(zero_copy_only=False).astype(np.int64))
-            names.append(column.dictionary.to_pylist())
-        key = (codes[0] * len(names[1]) + codes[1]) * len(names[2]) + codes[2]
-        for k in np.unique(key).tolist():
-            b, rest = divmod(k, len(names[1]) * len(names[2]))
-            g, d = divmod(rest, len(names[2]))
-            if keep is not None and names[1][g] not in keep:
-                continue
-            mask = key == k
-            tally = tallies.setdefault((names[0][b], names[1][g]), _Tally(n))
-            tally.verdicts += int(mask.sum())  # unknown points count here, as they always did for the choice
-            lost = mask & (idx < 0)
-            if lost.any():
-                unknown_groups.update((names[0][b], names[1][g], names[2][d], pid)
-                                      for pid in ids.take(pa.array(np.flatnonzero(lost))).to_pylist())
-            mask &= idx >= 0
-            if mask.any():
-                tally.add(names[2][d], idx[mask], yes[mask], decided[mask])
-    return tallies, len(unknown_groups)
+    for batch in source.iter_batches(columns=columns, batch_size=VERDICT_BATCH, use_threads=False):
+        group.append(batch)
+        held_ids += len(batch.column(0).dictionary)
+        held_rows += batch.num_rows
+        if held_ids >= max(n, 1 << 20) or held_rows >= GROUP_ROWS:
+            tally_group()
+            held_ids = held_rows = 0
+    tally_group()
+    verdict_counts = {key: (int(c[0]), int(c[1]), int(c[2])) for key, c in counts.items()}
+    return tallies, len(unknown_groups), verdict_counts
+
+
+def _tally_batch(batch: pa.RecordBatch, where: np.ndarray, tallies: dict[tuple[str, str], _Tally],
+                 counts: dict[tuple[str, str, str], np.ndarray], keep: set[str] | None,
+                 unknown_groups: set[tuple[str, str, str, str]], n: int) -> None:
+    """One batch of verdicts into the tallies; ``where``: the position in points.parquet of each
+    entry of the batch's point-id dictionary (-1: unknown)."""
+    ids = batch.column(0)
+    idx = where[ids.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    flagged = batch.column(4)
+    decided = pc.is_valid(flagged).to_numpy(zero_copy_only=False)
+    yes = pc.fill_null(flagged, False).to_numpy(zero_copy_only=False)
+    clean = pc.is_null(batch.column(5)).to_numpy(zero_copy_only=False) & decided if batch.num_columns > 5 else None
+    # one integer per (behaviour, grader, deployment): grouping by integer compares, not strings
+    codes, names = [], []
+    for column in (batch.column(2), batch.column(3), batch.column(1)):
+        codes.append(column.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        names.append(column.dictionary.to_pylist())
+    key = (codes[0] * len(names[1]) + codes[1]) * len(names[2]) + codes[2]
+    for k in np.unique(key).tolist():
+        b, rest = divmod(k, len(names[1]) * len(names[2]))
+        g, d = divmod(rest, len(names[2]))
+        if keep is not None and names[1][g] not in keep:
+            continue
+        mask = key == k
+        tally = tallies.setdefault((names[0][b], names[1][g]), _Tally(n))
+        total = int(mask.sum())
+        tally.verdicts += total  # unknown points count here, as they always did for the choice
+        if clean is not None:  # counted over every verdict, unknown points included
+            hit = clean[mask]
+            flagged_clean = int((hit & yes[mask]).sum())
+            counted = counts.setdefault((names[2][d], names[0][b], names[1][g]), np.zeros(3, np.int64))
+            counted += (flagged_clean, int(hit.sum()) - flagged_clean, total - int(hit.sum()))
+        lost = mask & (idx < 0)
+        if lost.any():
+            unknown_groups.update((names[0][b], names[1][g], names[2][d], pid)
+                                  for pid in ids.take(pa.array(np.flatnonzero(lost))).to_pylist())
+        mask &= idx >= 0
+        if mask.any():
+            tally.add(names[2][d], idx[mask], yes[mask], decided[mask])
 
 
 def _choose_graders(counts: dict[tuple[str, str], int], preferred: dict[str, str], notes: list[str]) -> dict[str, str]:

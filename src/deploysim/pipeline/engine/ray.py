@@ -39,7 +39,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -504,10 +504,10 @@ class Grading:
     grade: Callable[..., Any]
     item: Callable[..., Any]
     #: the verdict keys a run directory's journal holds (``done_verdicts``): not asked for again on resume
-    done_in: Callable[[Path], set[str]]
+    done_in: Callable[[Path], Container[str]]
     #: the run's call cache (a judge's calls), None when the run is uncached
     cache_path: str | None
-    done: frozenset[str] = frozenset()
+    done: Container[str] = frozenset()  # a DoneKeys on resume: 8 bytes a key, picklable to the workers
 
 
 class _Grade:
@@ -519,7 +519,7 @@ class _Grade:
         self.grading = grading
         self.service = ModelService(cache=grading.cache_path is not None, cache_path=grading.cache_path)
         self.graders = grading.build(list(config.graders or []), judge=config.judge, service=self.service)
-        self.done = set(grading.done)  # set by the executor from ``done_in`` on resume
+        self.done = grading.done  # set by the executor from ``done_in`` on resume
         self.loop = asyncio.new_event_loop()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -635,7 +635,7 @@ class RayExecutor:
         if config.graders and self.grading is not None:
             grading = self.grading
             if run.resume:
-                grading = replace(grading, done=frozenset(grading.done_in(run.root)))
+                grading = replace(grading, done=grading.done_in(run.root))
             rows = rows.map_batches(_Grade, batch_format="pyarrow", batch_size=256,
                                     compute=pool(min_size=1, max_size=cpus),
                                     fn_constructor_kwargs={"config": config, "grading": grading})
