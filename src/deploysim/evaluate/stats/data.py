@@ -96,13 +96,33 @@ class Metadata:
     streaming parse that keeps only small integer codes.
     """
 
-    def __init__(self, column: pa.ChunkedArray | list[dict[str, Any]]) -> None:
+    def __init__(self, column: pa.ChunkedArray | list[dict[str, Any]] | None, table: pa.Table | None = None) -> None:
         if isinstance(column, list):  # already parsed (tests, small callers)
             column = pa.chunked_array([pa.array([orjson.dumps(m).decode() for m in column], pa.string())])
         self.column: pa.ChunkedArray | None = column
+        if table is not None:  # parsed already, to simple columns: no JSON text kept
+            self._table: pa.Table | None = table
+            self._rows = table.num_rows
 
     @classmethod
     def read(cls, points_path: Path) -> Metadata:
+        """Parsed a batch at a time when every batch gives simple columns (str, int, bool), so that the JSON
+        text is never held whole (at 1.3M points, ~110 MB and as much again to parse it at once); else
+        the JSON column, parsed whole when asked (which then falls back to Python if need be)."""
+        parts: list[pa.Table] = []
+        for batch in pq.ParquetFile(points_path).iter_batches(columns=["metadata_json"], batch_size=METADATA_BATCH,
+                                                              use_threads=False):
+            table = _parse_json(batch.column(0))
+            if table is None or not _simple(table):
+                break
+            parts.append(table)
+        else:
+            try:  # a field missing from a batch is null there; one with two types does not fit: read it whole
+                table = pa.concat_tables(parts, promote_options="default") if parts else None
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                table = None
+            if table is not None and _simple(table):
+                return cls(None, table)
         return cls(pq.read_table(points_path, columns=["metadata_json"])["metadata_json"])
 
     def __len__(self) -> int:
@@ -118,26 +138,11 @@ class Metadata:
     def _arrow(self) -> pa.Table | None:
         """The metadata as Arrow columns, parsed in C++; None when the JSON does not fit one schema."""
         if not hasattr(self, "_table"):
-            self._table: pa.Table | None = None
-            try:
-                lines = pc.binary_join_element_wise(pc.fill_null(self.column, "{}"), "\n", "").combine_chunks()
-                buffers = lines.buffers()
-                width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
-                offsets = np.frombuffer(buffers[1], dtype=width)[lines.offset: lines.offset + len(lines) + 1]
-                data = buffers[2]
-                if len(lines) and data is not None:
-                    body = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
-                    table = pa_json.read_json(pa.BufferReader(body),
-                                              read_options=pa_json.ReadOptions(block_size=1 << 22, use_threads=False))
-                    if table.num_rows == len(self):
-                        self._table = table
-                        self._rows = table.num_rows
-                        simple = all(pa.types.is_string(t) or pa.types.is_int64(t) or pa.types.is_boolean(t)
-                                     for t in table.schema.types)
-                        if simple:  # every question is answered from the columns: drop the JSON text
-                            self.column = None
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                self._table = None
+            self._table = _parse_json(self.column) if self.column is not None else None
+            if self._table is not None:
+                self._rows = self._table.num_rows
+                if _simple(self._table):  # every question is answered from the columns: drop the JSON text
+                    self.column = None
         return self._table
 
     def _column(self, name: str) -> pa.ChunkedArray | None:
@@ -222,6 +227,36 @@ class Metadata:
         names = [str(v) for v in distinct]
         return pa.array([names[c] if c >= 0 else str(r) for c, r in zip(codes.tolist(), records.to_pylist(),
                                                                         strict=True)], pa.string())
+
+
+#: metadata rows parsed at a time by Metadata.read
+METADATA_BATCH = 1 << 16
+
+
+def _simple(table: pa.Table) -> bool:
+    return all(pa.types.is_string(t) or pa.types.is_int64(t) or pa.types.is_boolean(t) for t in table.schema.types)
+
+
+def _parse_json(column: pa.Array | pa.ChunkedArray) -> pa.Table | None:
+    """One JSON object per entry as Arrow columns (C++'s reader); None when they do not fit one schema."""
+    try:
+        text = column.type  # string or large_string (points.parquet's): the separators must have its type
+        lines = pc.binary_join_element_wise(pc.fill_null(column, pa.scalar("{}", text)), pa.scalar("\n", text),
+                                            pa.scalar("", text))
+        if isinstance(lines, pa.ChunkedArray):
+            lines = lines.combine_chunks()
+        buffers = lines.buffers()
+        width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+        offsets = np.frombuffer(buffers[1], dtype=width)[lines.offset: lines.offset + len(lines) + 1]
+        data = buffers[2]
+        if not len(lines) or data is None:
+            return None
+        body = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+        table = pa_json.read_json(pa.BufferReader(body),
+                                  read_options=pa_json.ReadOptions(block_size=1 << 22, use_threads=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return table if table.num_rows == len(column) else None
 
 
 def load_run(run_dir: Path, preferred_graders: dict[str, str] | None = None,
