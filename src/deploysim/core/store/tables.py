@@ -131,7 +131,8 @@ VERDICTS: Table[Verdict] = Table(Verdict, "verdicts.parquet")
 def iter_parquet(path: Path) -> Iterator[dict[str, Any]]:
     if not path.exists():
         raise RunDirError(f"{path}: missing; is this a finished run directory?")
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
+    # pre_buffer=False: with it, every row group read stays allocated until the end (memory ~ file, not batch)
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=BATCH_ROWS):
         yield from batch.to_pylist()
 
 

@@ -194,7 +194,7 @@ def _generation_chunks(run_dir: Path, point_ids: pa.Array, chunk: int,
     """
     path = GENERATIONS.path(run_dir)
     columns = ["point_id", "deployment", "sample_index", "text", "tool_calls_json", "finish_reason", "error"]
-    source = pq.ParquetFile(path)
+    source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffered row groups stay until the end: memory ~ file
 
     def chunk_ids(batch: pa.RecordBatch) -> np.ndarray:
         pos = pc.index_in(batch["point_id"], value_set=point_ids)

@@ -36,7 +36,7 @@ def _tally(path: Path) -> dict[str, _Tally]:
     """Per-deployment counts from generations.parquet, batch by batch (memory stays flat)."""
     tallies: dict[str, _Tally] = {}
     columns = ["deployment", "error", "cached", "prompt_tokens", "completion_tokens", "latency_s", "prompt_truncated"]
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536, columns=columns):
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=65536, columns=columns):
         for name in pc.unique(batch["deployment"]).to_pylist():
             rows = batch.filter(pc.equal(batch["deployment"], name))
             tally = tallies.setdefault(name, _Tally())
