@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -383,3 +384,36 @@ def test_streamed_outcomes_and_counts_are_the_whole_table_ones(tmp_path: Path, s
                      np.nan)
         assert r["rate"] == round(weighted_rate(y, data.weights, data.clusters).rate, 6)
     assert rates["candidate"]["verbosity[other]"]["grader"] == "other"
+
+
+def test_metadata_read_from_points_parquet_is_parsed_by_arrow(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """points.parquet's metadata column is large_string: parsed by Arrow a batch at a time (the JSON text not
+    kept), with the Python dicts' answers; a field with two types across batches falls back to Python."""
+    from deploysim.evaluate.stats import data as data_mod
+    from deploysim.evaluate.stats.analysis import _NOT_SEGMENTS, segment_fields, segment_labels
+
+    monkeypatch.setattr(data_mod, "METADATA_BATCH", 64)
+    run_dir = build_run(tmp_path / "run", {"refusal": (0.1, 0.2)}, n_points=300, points_per_conversation=3)
+    path = run_dir / "points.parquet"
+    table = pq.read_table(path)
+    assert pa.types.is_large_string(table.schema.field("metadata_json").type)
+    rows = [orjson.loads(m) for m in table["metadata_json"].to_pylist()]
+    meta = data_mod.Metadata.read(path)
+    assert meta.column is None and len(meta) == 300  # parsed by Arrow, the JSON text dropped
+    python = data_mod.Metadata(rows)
+    python._table = None  # the Python path, as for metadata that does not fit one Arrow schema
+    assert segment_fields(meta) == segment_fields(python) == ["language", "surface"]
+    for name in ("language", "surface"):
+        assert segment_labels(meta, name).tolist() == segment_labels(python, name).tolist()
+    records = table["record_id"]
+    assert meta.cluster_keys(records).to_pylist() == [data_mod.cluster_of(r, m) for r, m in
+                                                      zip(records.to_pylist(), rows, strict=True)]
+    rows[200]["language"] = 7  # an int in the fourth batch, strings before: read whole, answered in Python
+    mixed = table.set_column(table.schema.get_field_index("metadata_json"), "metadata_json",
+                             pa.array([orjson.dumps(m).decode() for m in rows], pa.large_string()))
+    pq.write_table(mixed, path)
+    meta = data_mod.Metadata.read(path)
+    assert meta.column is not None
+    assert segment_labels(meta, "language").tolist() == segment_labels(data_mod.Metadata(rows), "language").tolist()
+    assert _NOT_SEGMENTS.isdisjoint(segment_fields(meta))

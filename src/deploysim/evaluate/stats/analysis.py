@@ -153,7 +153,8 @@ def behaviour_rates(run_dir: Path, graders: Sequence[str] | None = None) -> dict
     columns = {(b, data.graders[b]): by_dep for b, by_dep in data.outcomes.items()} | data.others
     rates: dict[str, dict[str, dict[str, Any]]] = {}
     for (dep, beh, grd), (k, clear, errors) in sorted(data.verdict_counts.items()):
-        y = columns.get((beh, grd), {}).get(dep)
+        by_dep = columns.get((beh, grd))
+        y = by_dep.get(dep) if by_dep is not None else None
         rate = weighted_rate(y, data.weights, data.clusters).rate if y is not None else None
         rates.setdefault(dep, {})[beh if data.graders.get(beh) == grd else f"{beh}[{grd}]"] = {
             "flagged": k, "graded": k + clear, "errors": errors,
