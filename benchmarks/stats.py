@@ -1,7 +1,7 @@
 """`deploysim stats` on a large run: wall time and peak RSS, against reading the verdicts.
 
     python benchmarks/stats.py --points 1300000     # issue 13's target: < 60 s, < 1 GB
-    python benchmarks/stats.py --points 100000 --points 300000
+    python benchmarks/stats.py --points 100000 --points 300000 --rates   # + grade_run's end-of-run rates
 
 The run is built synthetically, columnar (tests/synthetic.py writes row by row, far
 too slow at this size): points whose text is the bundled real ShareGPT sample,
@@ -9,7 +9,8 @@ too slow at this size): points whose text is the bundled real ShareGPT sample,
 default grader set's) x 3 deployments (baseline, candidate, logged) with verdicts
 drawn at fixed rates by a grader named ``synthetic``. The reference in the same run
 is a plain read of verdicts.parquet into memory (pq.read_table), each in a fresh
-process, so the peak RSS is its own.
+process, so the peak RSS is its own. ``--rates`` also measures ``behaviour_rates`` (the
+rates ``grade_run`` returns at its end, ``summary.json``'s) in a fresh process.
 """
 
 from __future__ import annotations
@@ -99,10 +100,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--points", type=int, action="append")
     parser.add_argument("--keep", type=Path, help="build (or reuse) the run here instead of a temp dir")
+    parser.add_argument("--rates", action="store_true", help="also behaviour_rates (grade_run's end) alone")
     args = parser.parse_args()
     exe = [sys.executable, "-m", "deploysim"]
     print(f"{'points':>9} {'verdicts':>10} {'read s':>7} {'read cpu':>8} {'read MB':>8} {'stats s':>8} "
-          f"{'stats cpu':>9} {'stats MB':>9} {'cpu ratio':>9} {'cpu us/pt':>9}")
+          f"{'stats cpu':>9} {'stats MB':>9} {'cpu ratio':>9} {'cpu us/pt':>9}"
+          + (f" {'rates cpu':>9} {'rates MB':>9}" if args.rates else ""))
     for n in args.points or [100_000]:
         with tempfile.TemporaryDirectory() as tmp:
             run_dir = (args.keep / f"stats-{n}") if args.keep else Path(tmp) / "run"
@@ -111,9 +114,15 @@ def main() -> None:
             read_s, read_cpu, read_mb = measure([sys.executable, "-c", "import pyarrow.parquet as pq, sys; "
                                                  "pq.read_table(sys.argv[1])", str(run_dir / "verdicts.parquet")])
             stats_s, stats_cpu, stats_mb = measure([*exe, "stats", str(run_dir), "--json"])
+            rates = ""
+            if args.rates:
+                _, rates_cpu, rates_mb = measure([sys.executable, "-c", "import sys; from deploysim.evaluate.stats."
+                                                  "analysis import behaviour_rates; behaviour_rates(sys.argv[1])",
+                                                  str(run_dir)])
+                rates = f" {rates_cpu:9.1f} {rates_mb:9.0f}"
             verdicts = pq.ParquetFile(run_dir / "verdicts.parquet").metadata.num_rows
             print(f"{n:9d} {verdicts:10d} {read_s:7.1f} {read_cpu:8.1f} {read_mb:8.0f} {stats_s:8.1f} "
-                  f"{stats_cpu:9.1f} {stats_mb:9.0f} {stats_cpu / read_cpu:9.2f} {stats_cpu / n * 1e6:9.1f}",
+                  f"{stats_cpu:9.1f} {stats_mb:9.0f} {stats_cpu / read_cpu:9.2f} {stats_cpu / n * 1e6:9.1f}{rates}",
                   flush=True)
 
 
