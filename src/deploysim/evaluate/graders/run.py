@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from hashlib import blake2b
 from collections.abc import Container, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
