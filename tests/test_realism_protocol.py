@@ -211,7 +211,7 @@ def test_pairwise_judge_prompt_is_fenced_and_parsing_strict() -> None:
 
 def test_pairwise_judge_never_decides_on_a_cut_prompt() -> None:
     """A prompt the model had to cut (one log lost its head) is an error verdict, not a pick."""
-    from deploysim.checks.realism.pairwise import TRUNCATED, PairwiseJudge
+    from deploysim.checks.realism.pairwise import TRUNCATED, PairwiseJudge, summarise
     from deploysim.checks.realism.protocol import Unit
     from deploysim.core.schema import Generation
 
@@ -232,5 +232,6 @@ def test_pairwise_judge_never_decides_on_a_cut_prompt() -> None:
         assert len(judge.llm.prompts) == 6 and all('"v": "sim"' in p and '"v": "real"' in p for p in judge.llm.prompts)
         if truncated:
             assert all(v.picked is None and v.error == TRUNCATED for v in verdicts)
+            assert summarise(verdicts)["truncated"] == 6 and summarise(verdicts)["errors"] == 6
         else:
             assert all(v.picked == "A" and v.error is None for v in verdicts)

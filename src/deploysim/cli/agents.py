@@ -144,6 +144,12 @@ def _control_line(name: str, what: str, result: dict) -> str:
     return f"  {name} control ({what}): {_fmt(result)} {verdict}"
 
 
+def _judge_counts(result: dict) -> str:
+    win = result["simulator_win_rate"]
+    return ((f"; simulator win rate {win:.3f}" if win is not None else "; no verdict parsed")
+            + f", {result['errors']} errors ({result['truncated']} logs cut to fit the judge's context)")
+
+
 @click.command("realism")
 @click.option("--simulated", "simulated", required=True, type=click.Path(exists=True, dir_okay=False),
               help="simulate-tools JSONL: the real and the simulated output of every logged call")
@@ -229,8 +235,7 @@ def realism_cmd(simulated, real, holdout, judge, judge_limit, judge_calls, priva
             continue
         label = f"judge {judge}" if name == "judge" else "C2ST (TF-IDF + logistic regression)"
         click.echo(f"{label}: discriminator accuracy {_fmt(result)}, p = {result['p_value']:.3g} vs 0.5"
-                   + (f"; simulator win rate {result['simulator_win_rate']:.3f}, {result['errors']} unparsed"
-                      if name == "judge" else ""))
+                   + (_judge_counts(result) if name == "judge" else ""))
         if name == "C2ST":
             if result.get("simulator_only"):
                 click.echo(f"  simulator-answered calls only: {_fmt(result['simulator_only'])}")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -132,32 +134,37 @@ class PairwiseJudge:
         self.seed = seed
         self.view = view
 
-    async def judge(self, units: Sequence[Unit]) -> list[PairVerdict]:
+    async def judge(self, units: Sequence[Unit], label: str = "") -> list[PairVerdict]:
+        """One verdict per trajectory; with ``label``, a progress line on stderr every 5 trajectories."""
         by_record: dict[str, list[Unit]] = {}
         for u in units:
             by_record.setdefault(u.record_id, []).append(u)
-        verdicts = []
+        verdicts: list[PairVerdict] = []
+        started = time.monotonic()
         for record_id, rows in by_record.items():
-            real_first = random.Random(f"{self.seed}:{record_id}").random() < 0.5
-            if all(u.real == u.simulated for u in rows):
-                # nothing differs: the pick is a coin flip by construction; no model call needed
-                coin = random.Random(f"{self.seed}:coin:{record_id}").random() < 0.5
-                verdicts.append(PairVerdict(record_id, real_first, "A" if coin else "B"))
-                continue
-            messages = pair_messages(trajectory_view(rows, "real", **self.view),
-                                     trajectory_view(rows, "simulated", **self.view), real_first)
-            generation = await self.llm.generate(messages, id=f"pairwise:{record_id}")
-            if generation.error is not None:
-                verdicts.append(PairVerdict(record_id, real_first, None, f"judge call failed: {generation.error}"))
-                continue
-            if generation.prompt_truncated:
-                verdicts.append(PairVerdict(record_id, real_first, None, TRUNCATED))
-                continue
-            try:
-                verdicts.append(PairVerdict(record_id, real_first, parse_pair_answer(generation.text)))
-            except PairParseError as exc:
-                verdicts.append(PairVerdict(record_id, real_first, None, str(exc)))
+            verdicts.append(await self._one(record_id, rows))
+            if label and (len(verdicts) % 5 == 0 or len(verdicts) == len(by_record)):
+                print(f"judge {label}: {len(verdicts)}/{len(by_record)} trajectories "
+                      f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
         return verdicts
+
+    async def _one(self, record_id: str, rows: Sequence[Unit]) -> PairVerdict:
+        real_first = random.Random(f"{self.seed}:{record_id}").random() < 0.5
+        if all(u.real == u.simulated for u in rows):
+            # nothing differs: the pick is a coin flip by construction; no model call needed
+            coin = random.Random(f"{self.seed}:coin:{record_id}").random() < 0.5
+            return PairVerdict(record_id, real_first, "A" if coin else "B")
+        messages = pair_messages(trajectory_view(rows, "real", **self.view),
+                                 trajectory_view(rows, "simulated", **self.view), real_first)
+        generation = await self.llm.generate(messages, id=f"pairwise:{record_id}")
+        if generation.error is not None:
+            return PairVerdict(record_id, real_first, None, f"judge call failed: {generation.error}")
+        if generation.prompt_truncated:
+            return PairVerdict(record_id, real_first, None, TRUNCATED)
+        try:
+            return PairVerdict(record_id, real_first, parse_pair_answer(generation.text))
+        except PairParseError as exc:
+            return PairVerdict(record_id, real_first, None, str(exc))
 
     async def aclose(self) -> None:
         await self.service.aclose()
@@ -169,6 +176,7 @@ def summarise(verdicts: Sequence[PairVerdict], seed: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = dict(result.as_dict())
     out["simulator_win_rate"] = 1 - result.accuracy if decided else None
     out["errors"] = len(verdicts) - len(decided)
+    out["truncated"] = sum(v.error == TRUNCATED for v in verdicts)
     out["picked_a"] = sum(v.picked == "A" for v in decided)
     out["method"] = "pairwise LLM judge: which of two logs is real (order drawn per trajectory)"
     return out
@@ -181,11 +189,11 @@ def pairwise_report(model: str, units: Sequence[Unit], pool: Sequence[Unit], see
     async def run() -> dict[str, Any]:
         judge = PairwiseJudge(model, cache=cache, seed=seed, **view)
         try:
-            out = summarise(await judge.judge(units), seed)
+            out = summarise(await judge.judge(units, "realism"), seed)
             if controls:
                 for kind, build in (("positive", positive_control), ("negative", negative_control)):
                     pairs = build(units, pool, seed)
-                    result = summarise(await judge.judge(pairs), seed) if pairs else None
+                    result = summarise(await judge.judge(pairs, f"{kind} control"), seed) if pairs else None
                     if result is not None and not result["n"]:
                         result = None
                     out[f"{kind}_control"] = control_verdict(kind, result)
