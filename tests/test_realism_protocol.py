@@ -217,10 +217,11 @@ def test_pairwise_judge_never_decides_on_a_cut_prompt() -> None:
 
     class Stub:
         def __init__(self, truncated: bool) -> None:
-            self.truncated, self.prompts = truncated, []
+            self.truncated, self.prompts, self.ids = truncated, [], []
 
         async def generate(self, messages: list[Message], id: str) -> Generation:
             self.prompts.append(messages[-1].text())
+            self.ids.append(id)
             return Generation(point_id=id, deployment="judge", text='{"real": "A"}', prompt_truncated=self.truncated)
 
     units = [Unit(f"t{i}", 0, "get_x", '{"id": 1}', '{"id": 1, "v": "real"}', '{"id": 1, "v": "sim"}', "simulator")
@@ -228,10 +229,36 @@ def test_pairwise_judge_never_decides_on_a_cut_prompt() -> None:
     for truncated in (True, False):
         judge = PairwiseJudge("instant/echo", cache=False)
         judge.llm = Stub(truncated)  # type: ignore[assignment]
-        verdicts = asyncio.run(judge.judge(units))
+        verdicts = asyncio.run(judge.judge({"realism": units}))["realism"]
         assert len(judge.llm.prompts) == 6 and all('"v": "sim"' in p and '"v": "real"' in p for p in judge.llm.prompts)
         if truncated:
             assert all(v.picked is None and v.error == TRUNCATED for v in verdicts)
             assert summarise(verdicts)["truncated"] == 6 and summarise(verdicts)["errors"] == 6
         else:
             assert all(v.picked == "A" and v.error is None for v in verdicts)
+    # controls are judged alongside each trajectory, so a run cut short leaves whole trajectories behind
+    judge = PairwiseJudge("instant/echo", cache=False)
+    judge.llm = Stub(False)  # type: ignore[assignment]
+    shuffled = [Unit(u.record_id, 0, u.tool, u.arguments, u.real, "[]", "shuffled") for u in units]
+    verdicts = asyncio.run(judge.judge({"realism": units[:3], "positive": shuffled[:3]}))
+    assert [len(v) for v in verdicts.values()] == [3, 3]
+    assert judge.llm.ids == [f"pairwise:t{i // 2}" for i in range(6)]
+    assert '-> []' in judge.llm.prompts[1] and '-> []' not in judge.llm.prompts[0]
+
+
+def test_realism_cli_reports_a_judge_whose_answers_never_parse(tmp_path: Path) -> None:
+    """A judge that never answers the schema: every verdict an error, none a guess; the command says so."""
+    from deploysim.cli.main import main
+
+    out = tmp_path / "sim.jsonl"
+    result = CliRunner().invoke(main, ["agents", "simulate-tools", "--data", str(FIX / "ticketing_trajectories.jsonl"),
+                                       "--tools", str(FIX / "ticketing_tools.json"), "--affordances", "all",
+                                       "--privacy", "off", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    args = ["realism", "--simulated", str(out), "--judge", "instant/echo", "--no-cache"]
+    report = CliRunner().invoke(main, args)
+    assert report.exit_code == 0 and "Traceback" not in report.output, report.output
+    assert "no verdict parsed" in report.output
+    judge = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)["judge"]  # progress is on stderr
+    assert judge["n"] == 0 and judge["errors"] > 0 and judge["simulator_win_rate"] is None
+    assert judge["meaningless"]

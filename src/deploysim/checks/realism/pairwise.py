@@ -134,19 +134,30 @@ class PairwiseJudge:
         self.seed = seed
         self.view = view
 
-    async def judge(self, units: Sequence[Unit], label: str = "") -> list[PairVerdict]:
-        """One verdict per trajectory; with ``label``, a progress line on stderr every 5 trajectories."""
-        by_record: dict[str, list[Unit]] = {}
-        for u in units:
-            by_record.setdefault(u.record_id, []).append(u)
-        verdicts: list[PairVerdict] = []
+    async def judge(self, sets: dict[str, Sequence[Unit]], progress: bool = False) -> dict[str, list[PairVerdict]]:
+        """One verdict per trajectory in each set (the realism pairs, the controls' pairs).
+
+        Trajectory by trajectory, every set's pair of one trajectory before the next: a run cut
+        short leaves whole trajectories (realism and controls) in the call cache, so running it
+        again with ``--judge-limit`` at what was done costs no model call. With ``progress``, a
+        line on stderr every 5 trajectories.
+        """
+        grouped: dict[str, dict[str, list[Unit]]] = {}
+        for name, units in sets.items():
+            grouped[name] = {}
+            for u in units:
+                grouped[name].setdefault(u.record_id, []).append(u)
+        order = list(dict.fromkeys(r for groups in grouped.values() for r in groups))
+        out: dict[str, list[PairVerdict]] = {name: [] for name in sets}
         started = time.monotonic()
-        for record_id, rows in by_record.items():
-            verdicts.append(await self._one(record_id, rows))
-            if label and (len(verdicts) % 5 == 0 or len(verdicts) == len(by_record)):
-                print(f"judge {label}: {len(verdicts)}/{len(by_record)} trajectories "
+        for n, record_id in enumerate(order, 1):
+            for name, groups in grouped.items():
+                if record_id in groups:
+                    out[name].append(await self._one(record_id, groups[record_id]))
+            if progress and (n % 5 == 0 or n == len(order)):
+                print(f"judge: {n}/{len(order)} trajectories judged with their controls "
                       f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
-        return verdicts
+        return out
 
     async def _one(self, record_id: str, rows: Sequence[Unit]) -> PairVerdict:
         real_first = random.Random(f"{self.seed}:{record_id}").random() < 0.5
@@ -188,17 +199,19 @@ def pairwise_report(model: str, units: Sequence[Unit], pool: Sequence[Unit], see
 
     async def run() -> dict[str, Any]:
         judge = PairwiseJudge(model, cache=cache, seed=seed, **view)
+        sets: dict[str, Sequence[Unit]] = {"realism": units}
+        if controls:
+            sets |= {"positive": positive_control(units, pool, seed), "negative": negative_control(units, pool, seed)}
         try:
-            out = summarise(await judge.judge(units, "realism"), seed)
-            if controls:
-                for kind, build in (("positive", positive_control), ("negative", negative_control)):
-                    pairs = build(units, pool, seed)
-                    result = summarise(await judge.judge(pairs, f"{kind} control"), seed) if pairs else None
-                    if result is not None and not result["n"]:
-                        result = None
-                    out[f"{kind}_control"] = control_verdict(kind, result)
-            return out
+            verdicts = await judge.judge(sets, progress=True)
         finally:
             await judge.aclose()
+        out = summarise(verdicts["realism"], seed)
+        for kind in ("positive", "negative") if controls else ():
+            result = summarise(verdicts[kind], seed) if verdicts[kind] else None
+            if result is not None and not result["n"]:
+                result = None
+            out[f"{kind}_control"] = control_verdict(kind, result)
+        return out
 
     return asyncio.run(run())
