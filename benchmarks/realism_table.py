@@ -27,7 +27,12 @@ def row(arm: str, report: dict) -> str:
     c = report["c2st"]
     sources = ", ".join(f"{k} {v}" for k, v in report["by_source"].items())
     judge = report.get("judge")
-    judge_cell = (f"{_ci(judge)}, win {judge['simulator_win_rate']:.3f}" if judge else "not run")
+    judge_cell = "not run"
+    if judge:
+        win = judge["simulator_win_rate"]
+        judge_cell = (f"{_ci(judge)}, win {'–' if win is None else f'{win:.3f}'}, n {judge['n']}; positive "
+                      f"{_control(judge['positive_control'], 'caught', 'NOT caught')}; negative "
+                      f"{_control(judge['negative_control'], 'chance', 'NOT chance')}")
     return (f"| {arm} | {report['trajectories']} | {report['answered']}/{report['calls']} ({sources}) | "
             f"**{_ci(c)}** | {_ci(c.get('simulator_only'))} | "
             f"{_control(c['positive_control'], 'caught', 'NOT caught')} | "
