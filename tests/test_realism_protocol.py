@@ -207,6 +207,7 @@ def test_pairwise_judge_prompt_is_fenced_and_parsing_strict() -> None:
     verdicts.append(PairVerdict("t99", True, None, "unparsed"))
     out = summarise(verdicts)
     assert out["accuracy"] == 0.5 and out["simulator_win_rate"] == 0.5 and out["errors"] == 1 and out["n"] == 40
+    assert out["picked_a"] == 40  # the CLI prints it: a judge answering by position shows here
 
 
 def test_pairwise_judge_never_decides_on_a_cut_prompt() -> None:

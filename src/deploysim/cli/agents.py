@@ -146,7 +146,8 @@ def _control_line(name: str, what: str, result: dict) -> str:
 
 def _judge_counts(result: dict) -> str:
     win = result["simulator_win_rate"]
-    return ((f"; simulator win rate {win:.3f}" if win is not None else "; no verdict parsed")
+    return ((f"; simulator win rate {win:.3f}, picked A on {result['picked_a']}/{result['n']} (the real log is A "
+             f"on about half)" if win is not None else "; no verdict parsed")
             + f", {result['errors']} errors ({result['truncated']} logs cut to fit the judge's context)")
 
 
