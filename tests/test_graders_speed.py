@@ -11,9 +11,12 @@ import random
 import re
 import string
 
+import numpy as np
+import orjson
 import pytest
 
-from deploysim.evaluate.graders import classifiers, rules
+from deploysim.evaluate.graders import DEFAULT_GRADERS, Decision, GradeItem, classifiers, create_grader, rules
+from deploysim.evaluate.graders.base import journal_rows, to_verdicts
 from tests.scale_items import bundled_items
 
 pytest.importorskip("py3langid")
@@ -145,3 +148,27 @@ def test_repetition_stats_are_the_regex_versions() -> None:
     for text in _texts() + loops:
         assert rules.repetition_stats(text) == old(text), text
     assert rules.repetition_stats(loops[0])[1:] == (6, "do it.")  # list marks of every kind removed
+
+
+def test_journal_rows_are_the_dumped_verdicts_byte_for_byte() -> None:
+    """Every default grader's rows on real replies, their error rows, and values of other types (which take
+    the validated path) are written exactly as ``Verdict(...).model_dump(mode="json")`` was."""
+    items = bundled_items()
+    items[1] = GradeItem(context=items[1].context, reply=items[1].reply, point_id="p", deployment="d", sample_index=3)
+    odd = [Decision("b", np.bool_(True), score=1), Decision("b", 1, score=np.float64(0.5), rationale="r" * 2500),
+           Decision("b", False, score=float("nan")), Decision("b", None, error="grader x failed: E")]
+    compared, flags, scored = 0, set(), 0
+    for name in DEFAULT_GRADERS:
+        grader = create_grader(name)
+        results = asyncio.run(grader.grade(items))
+        errors = [[Decision(b, None, error=f"grader {name} failed: ValueError: x") for b in grader.behaviours]] * len(items)
+        for graded in (list(zip(items, results, strict=True)), list(zip(items, errors, strict=True)),
+                       [(items[0], odd)]):
+            want = [orjson.dumps(v.model_dump(mode="json")) for item, decisions in graded
+                    for v in to_verdicts(grader, item, decisions)]
+            got = [orjson.dumps(row) for row in journal_rows(grader, graded)]
+            assert got == want, name
+            compared += len(got)
+        flags |= {d.flagged for ds in results for d in ds}
+        scored += sum(d.score is not None for ds in results for d in ds)
+    assert flags == {True, False} and scored and compared > 20 * len(items)  # the real rows vary where they can

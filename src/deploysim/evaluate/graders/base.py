@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -243,3 +243,33 @@ def to_verdicts(grader_obj: Grader, item: GradeItem, decisions: list[Decision]) 
                 flagged=d.flagged, score=d.score, rationale=d.rationale[:2000], error=d.error)
         for d in decisions
     ]
+
+
+#: ``flagged`` values a journal row holds as they are (anything else goes through ``Verdict``)
+_FLAGS = (bool, type(None))
+
+
+def journal_rows(grader_obj: Grader, graded: Iterable[tuple[GradeItem, list[Decision]]]) -> list[dict[str, Any]]:
+    """The journal rows of ``to_verdicts(...)`` then ``model_dump(mode="json")``, without validating each verdict.
+
+    One row per grader is validated by ``Verdict`` (its keys, their order, the defaults) and
+    copied per verdict with the per-reply values set. A value whose type is not exactly what
+    ``Verdict`` holds (an int score, a numpy bool, a str subclass) takes the validated path, so
+    the rows are the same as ``to_verdicts``' dumped (tests/test_graders.py checks on real replies).
+    """
+    template = Verdict(point_id="", deployment="", behaviour="", grader=grader_obj.name,
+                       grader_version=str(grader_obj.version)).model_dump(mode="json")
+    rows: list[dict[str, Any]] = []
+    for item, decisions in graded:
+        plain = type(item.point_id) is str and type(item.deployment) is str and type(item.sample_index) is int
+        for d in decisions:
+            if (plain and type(d.behaviour) is str and type(d.flagged) in _FLAGS and type(d.rationale) is str
+                    and (d.score is None or type(d.score) is float) and (d.error is None or type(d.error) is str)):
+                row = template.copy()
+                row["point_id"], row["deployment"], row["sample_index"] = item.point_id, item.deployment, item.sample_index
+                row["behaviour"], row["flagged"], row["score"] = d.behaviour, d.flagged, d.score
+                row["rationale"], row["error"] = d.rationale[:2000], d.error
+            else:
+                row = to_verdicts(grader_obj, item, [d])[0].model_dump(mode="json")
+            rows.append(row)
+    return rows

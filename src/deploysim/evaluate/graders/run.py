@@ -40,7 +40,7 @@ from deploysim.core.store import (
     read_config,
     read_points,
 )
-from deploysim.evaluate.graders.base import Decision, GradeItem, Grader, build_graders, to_verdicts
+from deploysim.evaluate.graders.base import Decision, GradeItem, Grader, build_graders, journal_rows, to_verdicts
 
 #: The offline set ``deploysim demo`` and ``deploysim grade`` use by default: no network, no judge.
 DEFAULT_GRADERS: list[str] = [
@@ -291,13 +291,13 @@ def _count_ok(run_dir: Path) -> tuple[int, int]:
     return table.num_rows - errors, errors
 
 
-async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: Container[str]) -> list[list[Verdict]]:
-    """Each grader's verdicts on the items of ``batch`` not in ``done``, one list per grader that had work.
+async def _graded(graders: Sequence[Grader], batch: list[GradeItem],
+                  done: Container[str]) -> list[tuple[Grader, list[tuple[GradeItem, list[Decision]]]]]:
+    """Each grader that had work on ``batch`` (items not in ``done``), with its (item, decisions) pairs.
 
-    A grader that fails gives error verdicts (``flagged=None``): recorded, never fatal (rule 3).
-    Shared by ``grade_items`` and the Ray engine's grading stage (replies graded as they stream).
+    A grader that fails gives error decisions (``flagged=None``): recorded, never fatal (rule 3).
     """
-    out: list[list[Verdict]] = []
+    out: list[tuple[Grader, list[tuple[GradeItem, list[Decision]]]]] = []
     for g in graders:
         todo = [it for it in batch if _item_key(it.point_id, it.deployment, it.sample_index, g.name,
                                                  str(g.version)) not in done]
@@ -310,8 +310,19 @@ async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: 
         except Exception as exc:  # a broken grader is recorded, not fatal (rule 3)
             message = f"grader {g.name} failed: {type(exc).__name__}: {exc}"[:500]
             results = [[Decision(b, None, error=message) for b in g.behaviours] for _ in todo]
-        out.append([v for item, decisions in zip(todo, results, strict=True) for v in to_verdicts(g, item, decisions)])
+        out.append((g, list(zip(todo, results, strict=True))))
     return out
+
+
+async def verdicts_for(graders: Sequence[Grader], batch: list[GradeItem], done: Container[str]) -> list[list[Verdict]]:
+    """Each grader's verdicts on the items of ``batch`` not in ``done``, one list per grader that had work.
+
+    A grader that fails gives error verdicts (``flagged=None``): recorded, never fatal (rule 3).
+    Used by the Ray engine's grading stage (replies graded as they stream); ``grade_items``
+    writes the same verdicts as journal rows (``journal_rows``).
+    """
+    return [[v for item, decisions in graded for v in to_verdicts(g, item, decisions)]
+            for g, graded in await _graded(graders, batch, done)]
 
 
 def done_verdicts(run_dir: Path) -> DoneKeys:
@@ -339,8 +350,7 @@ def _pool_grade(job: tuple[list[int], list[list[int]], list[GradeItem]]) -> list
         except Exception as exc:  # a broken grader is recorded, not fatal (rule 3)
             out.append(f"grader {g.name} failed: {type(exc).__name__}: {exc}"[:500])
             continue
-        out.append([v.model_dump(mode="json") for item, decisions in zip(subset, results, strict=True)
-                    for v in to_verdicts(g, item, decisions)])
+        out.append(journal_rows(g, zip(subset, results, strict=True)))
     return out
 
 
@@ -398,15 +408,14 @@ async def _grade_batch(graders: Sequence[Grader], batch: list[GradeItem], done: 
             g = graders[gi]
             todo = [it for it in batch if _item_key(it.point_id, it.deployment, it.sample_index, g.name,
                                                      str(g.version)) not in done]
-            result = [v.model_dump(mode="json") for item in todo
-                      for v in to_verdicts(g, item, [Decision(b, None, error=result) for b in g.behaviours])]
+            result = journal_rows(g, [(item, [Decision(b, None, error=result) for b in g.behaviours]) for item in todo])
         for row in result:
             journal.append(row, flush=False)
         written += len(result)
     rest = [g for gi, g in enumerate(graders) if gi not in pooled and not (pool and gi in pool.indices)]
-    for verdicts in await verdicts_for(rest, batch, done):
-        for verdict in verdicts:
-            journal.append(verdict.model_dump(mode="json"), flush=False)
+    for g, graded in await _graded(rest, batch, done):
+        for row in journal_rows(g, graded):
+            journal.append(row, flush=False)
             written += 1
     journal.flush()
     return written
