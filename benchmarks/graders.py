@@ -2,6 +2,7 @@
 
     python benchmarks/graders.py [--n 2000] [--presidio] [--workers 2] [--sample FILE]
     python benchmarks/graders.py --n 4000 --sample FILE --before OLD/src [--rounds 3]
+    python benchmarks/graders.py --n 2000 --rows [--rounds 5]
 
 Replies are a ShareGPT file's (user, assistant) turn pairs (default: the bundled real
 sample, 216 pairs, repeated to --n; --sample takes another ShareGPT JSON file, gzipped or
@@ -11,6 +12,9 @@ timed separately: it happens once.
 --before SRC measures the default set's CPU time per reply in fresh processes, alternately
 with SRC's code (a src/ folder of another checkout, e.g. ``git archive`` of main) and this
 checkout's, --rounds times each, and prints the best of each and their ratio per grader.
+
+--rows measures building the journal rows from the default set's decisions: ``journal_rows``
+against ``to_verdicts`` then ``model_dump`` (the reference), same decisions, CPU time, best of --rounds.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ def main() -> None:
     parser.add_argument("--sample", type=Path, help="a ShareGPT JSON file (default: the bundled sample)")
     parser.add_argument("--before", type=Path, help="a src/ folder of another checkout: CPU per reply, before/after")
     parser.add_argument("--rounds", type=int, default=3, help="--before: alternating rounds, best of each kept")
+    parser.add_argument("--rows", action="store_true", help="CPU of the journal rows: journal_rows vs model_dump")
     parser.add_argument("--cpu-json", action="store_true", help=argparse.SUPPRESS)  # one --before measurement
     args = parser.parse_args()
     if args.cpu_json:
@@ -67,6 +72,9 @@ def main() -> None:
         return
     if args.before is not None:
         before_after(args)
+        return
+    if args.rows:
+        rows(load_items(args.n, args.sample), args.rounds)
         return
     items = load_items(args.n, args.sample)
     names = [*DEFAULT_GRADERS, *(["pii_presidio"] if args.presidio else [])]
@@ -130,6 +138,35 @@ def before_after(args: argparse.Namespace) -> None:
     print(f"replies per CPU-second, one process: before {args.n / b:,.0f}, after {args.n / a:,.0f} ({b / a:.2f}x)")
     print(f"speed-up per round (before CPU / after CPU): {', '.join(f'{r:.2f}x' for r in ratios)}; "
           f"median {sorted(ratios)[len(ratios) // 2]:.2f}x")
+
+
+def rows(items: list[GradeItem], rounds: int) -> None:
+    """CPU per reply of the journal rows for the default set's decisions on ``items``, both ways, same decisions."""
+    from deploysim.evaluate.graders.base import journal_rows, to_verdicts
+
+    graded = []
+    for name in DEFAULT_GRADERS:
+        grader = create_grader(name)
+        graded.append((grader, [pair for i in range(0, len(items), BATCH) for pair in zip(
+            items[i:i + BATCH], asyncio.run(grader.grade(items[i:i + BATCH])), strict=True)]))
+
+    def reference() -> int:
+        return sum(len([v.model_dump(mode="json") for item, decisions in pairs
+                        for v in to_verdicts(g, item, decisions)]) for g, pairs in graded)
+
+    def fast() -> int:
+        return sum(len(journal_rows(g, pairs)) for g, pairs in graded)
+
+    best = {}
+    for _ in range(rounds):
+        for name, build in (("model_dump", reference), ("journal_rows", fast)):
+            started = time.process_time()
+            count = build()
+            best[name] = min(best.get(name, float("inf")), time.process_time() - started)
+    print(f"{len(items)} replies, {count} rows ({count / len(items):.0f} per reply), best of {rounds}, CPU:")
+    for name, seconds in best.items():
+        print(f"{name:14} {seconds / len(items) * 1e6:8.1f} us per reply")
+    print(f"journal_rows / model_dump: {best['journal_rows'] / best['model_dump']:.3f}")
 
 
 def pooled(items: list[GradeItem], workers: int) -> None:
