@@ -31,15 +31,17 @@ BUNDLED = ROOT / "src" / "deploysim" / "data" / "sharegpt_sample.json.gz"
 MODULE = "src/deploysim/pipeline/privacy/recognizers.py"
 
 
-def load_revision(rev: str) -> ModuleType:
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{MODULE}"], check=True, capture_output=True,
+def load_revision(rev: str, module_path: str = MODULE) -> ModuleType:
+    """``module_path`` (a file of this repository) as it was at git revision ``rev``, imported as ``<stem>_old``."""
+    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{module_path}"], check=True, capture_output=True,
                             text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "recognizers_old.py"
+    name = f"{Path(module_path).stem}_old"
+    path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("recognizers_old", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["recognizers_old"] = module  # dataclasses look their module up
+    sys.modules[name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

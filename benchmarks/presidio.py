@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +28,12 @@ from pathlib import Path
 from types import ModuleType
 
 from deploysim.pipeline.privacy import presidio_adapter as current
+
 from deploysim.pipeline.privacy.deidentify import PrivacyConfig
 from deploysim.pipeline.privacy.ingest import DEID_BATCH
+
+sys.path.insert(0, str(Path(__file__).parent))
+import deid  # noqa: E402  (benchmarks/deid.py: load_revision)
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = next((p / "shared" / "data" / "sharegpt" / "conversations.json.gz" for p in ROOT.parents
@@ -43,16 +45,7 @@ Spans = list[list[tuple[int, int, str]]]
 
 
 def load_revision(rev: str) -> ModuleType:
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{MODULE}"], check=True, capture_output=True,
-                            text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "presidio_adapter_old.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("presidio_adapter_old", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["presidio_adapter_old"] = module
-    spec.loader.exec_module(module)
-    return module
+    return deid.load_revision(rev, MODULE)
 
 
 def one_at_a_time(module: ModuleType, texts: list[str]) -> Spans:
