@@ -255,7 +255,7 @@ def journal_rows(grader_obj: Grader, graded: Iterable[tuple[GradeItem, list[Deci
     One row per grader is validated by ``Verdict`` (its keys, their order, the defaults) and
     copied per verdict with the per-reply values set. A value whose type is not exactly what
     ``Verdict`` holds (an int score, a numpy bool, a str subclass) takes the validated path, so
-    the rows are the same as ``to_verdicts``' dumped (tests/test_graders.py checks on real replies).
+    the rows are the same as ``to_verdicts``' dumped (tests/test_graders_speed.py checks on real replies).
     """
     template = Verdict(point_id="", deployment="", behaviour="", grader=grader_obj.name,
                        grader_version=str(grader_obj.version)).model_dump(mode="json")
